@@ -1,0 +1,102 @@
+"""Settings: the only module that reads the environment.
+
+Every setting is an environment variable prefixed ``SIGNOFF_`` (or a line in ``.env``);
+``.env.example`` names them all. Secrets are ``SecretStr`` and never printed.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The public labelled data sits beside the checkout (``../shared/data``); CI has it there too.
+_DEFAULT_PUBLIC_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def _default_data_dir() -> Path:
+    return Path.cwd() / ".signoff"
+
+
+class Settings(BaseSettings):
+    """All of Signoff's settings, read from ``SIGNOFF_*`` environment variables and ``.env``."""
+
+    model_config = SettingsConfigDict(env_prefix="SIGNOFF_", env_file=".env", extra="ignore")
+
+    # Local state ---------------------------------------------------------------------------------
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    """Local state: approvals store, audit log, checkpoints, trained models, the Odoo stand-in's database."""
+    public_data_dir: Path = _DEFAULT_PUBLIC_DATA
+    """The public labelled data (tickets, contracts, churn); read in place, never copied."""
+    database_url: str | None = None
+    """Postgres URL for state; unset means SQLite files in ``data_dir``."""
+
+    # Odoo ----------------------------------------------------------------------------------------
+    odoo_url: str | None = None
+    """e.g. ``http://127.0.0.1:8069``. Unset: the built-in Odoo stand-in is started in-process."""
+    odoo_db: str = "signoff"
+    odoo_login: str = "agent"
+    """The read-only user the agents read with."""
+    odoo_password: SecretStr = SecretStr("agent")
+    """Password or API key of ``odoo_login``."""
+    odoo_executor_login: str = "executor"
+    """The user the executor writes approved proposals with (the only write-capable credential)."""
+    odoo_executor_password: SecretStr = SecretStr("executor")
+    odoo_timeout: float = 30.0
+    odoo_version: str = "17.0"
+    """Version profile of the built-in stand-in (16.0, 17.0 or 18.0)."""
+
+    # Guardrails ----------------------------------------------------------------------------------
+    policy_path: Path | None = None
+    """Guardrail policy YAML; unset means the packaged default ``signoff/guardrails/default_policy.yaml``."""
+    max_ticket_chars: int = 4000
+    """Longer ticket text is cut to this size before any model sees it."""
+    executor_max_attempts: int = 3
+    executor_stale_seconds: float = 60.0
+    """An ``executing`` proposal older than this is reconciled by the recovery sweep."""
+
+    # Models --------------------------------------------------------------------------------------
+    model_dir: Path | None = None
+    """Where trained model artefacts live; unset means ``data_dir/models``."""
+    llm_backend: str = "embedded"
+    """``embedded`` (offline, no key) or ``openai`` (any OpenAI-compatible endpoint)."""
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str | None = None
+
+    # Slack ---------------------------------------------------------------------------------------
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_api_base_url: str = "https://slack.com/api/"
+
+    log_level: str = "WARNING"
+
+    @property
+    def models_path(self) -> Path:
+        return self.model_dir or self.data_dir / "models"
+
+    @property
+    def state_db_path(self) -> Path:
+        """SQLite file holding proposals, decisions and the audit log."""
+        return self.data_dir / "signoff.sqlite"
+
+    @property
+    def checkpoint_db_path(self) -> Path:
+        """SQLite file of LangGraph's checkpointer (paused runs)."""
+        return self.data_dir / "checkpoints.sqlite"
+
+    @property
+    def sandbox_db_path(self) -> Path:
+        """SQLite file of the built-in Odoo stand-in."""
+        return self.data_dir / "odoo-sandbox.sqlite"
+
+    def ensure_dirs(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.models_path.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

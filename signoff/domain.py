@@ -1,0 +1,192 @@
+"""Pydantic models every layer shares."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def canonical_json(value: Any) -> str:
+    """Stable JSON: sorted keys, no spaces, so equal values hash equally."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+# --- tickets -------------------------------------------------------------------------------------
+
+PriorityCode = Literal["0", "1", "2", "3"]
+PRIORITY_NAMES: dict[str, str] = {"0": "low", "1": "medium", "2": "high", "3": "urgent"}
+
+
+class Customer(BaseModel):
+    """The ticket's customer as the read tools see it (from res.partner and their subscription)."""
+
+    id: int
+    name: str
+    tier: str | None = None
+    """Subscription plan tier (e.g. ``enterprise``), ``None`` when no running subscription."""
+    recurring_monthly: float | None = None
+    overdue_invoices: int = 0
+
+
+class Ticket(BaseModel):
+    """A support ticket, as read from Odoo or a JSONL file."""
+
+    id: int
+    db: str = "file"
+    subject: str
+    description: str = ""
+    partner_id: int | None = None
+    category: str | None = None
+    team: str | None = None
+    priority: PriorityCode = "1"
+    customer: Customer | None = None
+
+    @property
+    def thread_id(self) -> str:
+        """One run per ticket: a second event for the same ticket maps to the same thread."""
+        return f"ticket:{self.db}:{self.id}"
+
+    @property
+    def text(self) -> str:
+        return f"{self.subject}\n{self.description}".strip()
+
+
+class Neighbour(BaseModel):
+    """A labelled example near the input: evidence for a prediction."""
+
+    text: str
+    label: str
+    similarity: float
+
+
+class Prediction(BaseModel):
+    """A classifier's answer: label, calibrated confidence, runners-up and evidence."""
+
+    label: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    alternatives: list[tuple[str, float]] = Field(default_factory=list)
+    neighbours: list[Neighbour] = Field(default_factory=list)
+    model_version: str
+
+
+class ScreenResult(BaseModel):
+    """What the screen did to untrusted text before any model saw it."""
+
+    text: str
+    """Redacted, size-bounded text: the only text a model may see."""
+    redactions: dict[str, int] = Field(default_factory=dict)
+    """Kind of PII -> how many were redacted."""
+    injection: list[str] = Field(default_factory=list)
+    """Phrases that look like instructions to the AI."""
+    truncated: bool = False
+
+
+class Triage(BaseModel):
+    """The triage agent's conclusion about one ticket."""
+
+    ticket_id: int
+    thread_id: str
+    category: Prediction
+    team: str
+    team_reason: str
+    priority: PriorityCode
+    priority_reason: str
+    screen: ScreenResult
+    outcome: Literal["proposed", "needs_human", "skipped"] = "proposed"
+    reasons: list[str] = Field(default_factory=list)
+    """Why fields went to a human instead of a proposal."""
+    proposal_ids: list[str] = Field(default_factory=list)
+
+
+# --- proposals and approvals ---------------------------------------------------------------------
+
+ProposalState = Literal[
+    "proposed", "pending", "approved", "edited", "rejected", "expired", "cancelled",
+    "executing", "executed", "failed",
+]
+DECIDED_STATES: frozenset[str] = frozenset({"approved", "rejected", "expired", "cancelled"})
+TERMINAL_STATES: frozenset[str] = frozenset({"rejected", "expired", "cancelled", "executed", "failed"})
+Verdict = Literal["approve", "edit", "reject"]
+
+
+def proposal_id(thread_id: str, action: str, target_model: str, target_id: int, args: dict[str, Any]) -> str:
+    """Deterministic id: the same proposal, proposed again on resume, gets the same id."""
+    raw = "\x1f".join([thread_id, action, target_model, str(target_id), canonical_json(args)])
+    return "p_" + hashlib.sha256(raw.encode()).hexdigest()[:20]
+
+
+class Proposal(BaseModel):
+    """A write an agent wants; nothing happens until a human approves it."""
+
+    model_config = ConfigDict(validate_assignment=True)
+
+    id: str
+    thread_id: str
+    action: str
+    """Policy action name, e.g. ``ticket.set_category``."""
+    target_model: str
+    target_id: int
+    args: dict[str, Any]
+    """The values to write (by name, e.g. ``{"category": "cancel_order"}``)."""
+    current: dict[str, Any] = Field(default_factory=dict)
+    """The values in Odoo when proposed, for the diff."""
+    rationale: str = ""
+    confidence: float | None = None
+    evidence: list[dict[str, Any]] = Field(default_factory=list)
+    approver_group: str
+    channel: str = "inbox"
+    requested_by: str = "agent:triage"
+    state: ProposalState = "pending"
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision_reason: str | None = None
+    edited_args: dict[str, Any] | None = None
+    attempts: int = 0
+    executing_since: datetime | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    policy_version: str | None = None
+    model_version: str | None = None
+
+    @property
+    def effective_args(self) -> dict[str, Any]:
+        """What the executor writes: the approver's edit when there was one."""
+        return self.edited_args if self.edited_args is not None else self.args
+
+
+class Decision(BaseModel):
+    """A human's decision on a proposal."""
+
+    proposal_id: str
+    verdict: Verdict
+    actor: str
+    """Approver identity, e.g. ``slack:U024BE7LH``, ``odoo:7`` or ``cli:alice``."""
+    reason: str | None = None
+    args: dict[str, Any] | None = None
+    """New args, for ``edit``."""
+    channel: str = "cli"
+
+
+class AuditEvent(BaseModel):
+    """One append-only, hash-chained entry of the audit trail."""
+
+    seq: int
+    at: datetime
+    kind: str
+    """e.g. ``ticket.screened``, ``proposal.created``, ``proposal.approved``, ``execution.succeeded``."""
+    subject: str
+    """What it is about: a thread id (``ticket:db:42``) or a proposal id."""
+    actor: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    prev_hash: str
+    hash: str
