@@ -56,6 +56,9 @@ class Ticket(BaseModel):
 
     @property
     def text(self) -> str:
+        """Subject and body, without repeating a subject that is the body's first words."""
+        if self.description.startswith(self.subject.rstrip(".… ")):
+            return self.description.strip()
         return f"{self.subject}\n{self.description}".strip()
 
 

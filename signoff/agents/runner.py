@@ -1,0 +1,104 @@
+"""Runs the triage graph over tickets, one durable thread per ticket, and resumes paused runs.
+
+A run's thread id comes from the ticket (``ticket:<db>:<id>``), so a second event for a ticket that
+already has a run starts nothing. A decision made in another process, hours later, resumes the
+paused run from the checkpointer (:meth:`TriageRunner.resume_if_ready`); :meth:`TriageRunner.recover`
+finishes runs a crash left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.types import Command
+
+from signoff.agents.triage import TriageServices, TriageState, build_graph
+from signoff.domain import Ticket, Triage
+from signoff.errors import SignoffError
+
+log = logging.getLogger(__name__)
+RunStatus = Literal["paused", "done", "duplicate", "failed"]
+
+
+@dataclass
+class RunResult:
+    thread_id: str
+    status: RunStatus
+    triage: Triage | None = None
+    error: str | None = None
+
+
+class TriageRunner:
+    def __init__(self, services: TriageServices, checkpointer: BaseCheckpointSaver[Any]) -> None:
+        self.services = services
+        self.graph = build_graph().compile(checkpointer=checkpointer)
+
+    @staticmethod
+    def _config(thread_id: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": thread_id}}
+
+    def thread_for(self, ticket: int | Ticket) -> str:
+        if isinstance(ticket, Ticket):
+            return ticket.thread_id
+        return f"ticket:{self.services.db}:{ticket}"
+
+    def _result(self, thread_id: str, values: dict[str, Any], paused: bool) -> RunResult:
+        triage = Triage.model_validate(values["triage"]) if values.get("triage") else None
+        return RunResult(thread_id, "paused" if paused else "done", triage)
+
+    def status(self, thread_id: str) -> tuple[dict[str, Any], bool, bool]:
+        """(values, paused at the gate, stopped mid-way by an error or a crash)."""
+        snapshot = self.graph.get_state(self._config(thread_id))  # type: ignore[arg-type]
+        paused = any(task.interrupts for task in snapshot.tasks)
+        return dict(snapshot.values or {}), paused, bool(snapshot.next) and not paused
+
+    def run(self, ticket: int | Ticket) -> RunResult:
+        """Triage one ticket, unless it already has a run (then: ``duplicate``, nothing done)."""
+        thread_id = self.thread_for(ticket)
+        config = self._config(thread_id)
+        values, paused, stopped = self.status(thread_id)
+        try:
+            if values and not stopped:
+                result = self._result(thread_id, values, paused)
+                result.status = "duplicate"
+                return result
+            if stopped:
+                log.info("finishing interrupted run %s", thread_id)
+                out = self.graph.invoke(None, config, context=self.services)  # type: ignore[arg-type]
+            else:
+                state: TriageState = (
+                    {"ticket": ticket.model_dump(mode="json")} if isinstance(ticket, Ticket)
+                    else {"ticket_id": ticket}
+                )
+                out = self.graph.invoke(state, config, context=self.services)  # type: ignore[arg-type]
+        except SignoffError as exc:
+            self.services.audit.append("run.failed", thread_id, "agent:triage",
+                                       {"error": f"{type(exc).__name__}: {exc}"}, thread_id=thread_id)
+            return RunResult(thread_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        return self._result(thread_id, out, "__interrupt__" in out)
+
+    def resume_if_ready(self, thread_id: str, *, actor: str = "system") -> RunResult | None:
+        """Resume a paused run once none of its proposals is pending; None if not ready or not paused."""
+        if any(p.state == "pending" for p in self.services.store.find(thread_id=thread_id)):
+            return None
+        values, paused, stopped = self.status(thread_id)
+        if not (paused or stopped):
+            return None
+        self.services.audit.append("run.resumed", thread_id, actor, {}, thread_id=thread_id)
+        config = self._config(thread_id)
+        command = Command(resume={"by": actor}) if paused else None
+        out = self.graph.invoke(command, config, context=self.services)  # type: ignore[arg-type]
+        return self._result(thread_id, out, "__interrupt__" in out)
+
+    def recover(self) -> list[RunResult]:
+        """Finish runs left behind: decided but never resumed, or killed between approval and write."""
+        threads = sorted({p.thread_id for p in self.services.store.find() if p.state != "pending"})
+        results = []
+        for thread_id in threads:
+            result = self.resume_if_ready(thread_id, actor="system:recovery")
+            if result is not None:
+                results.append(result)
+        return results

@@ -1,0 +1,98 @@
+"""Human decisions on proposals: authorised, compare-and-set, audited.
+
+A decision is one conditional transition out of ``pending``. Exactly one of two concurrent clicks
+wins; the other is told who decided and when. An approver outside the group the policy names, or
+the person who raised the proposal (separation of duties), is refused, and the refusal is audited.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from signoff.domain import Decision, Proposal, utcnow
+from signoff.errors import AlreadyDecided, InvalidDecision, NotAuthorised, ProposalNotFound
+from signoff.guardrails.actions import get_action
+from signoff.guardrails.audit import AuditLog
+from signoff.guardrails.policy import Policy
+from signoff.guardrails.store import ApprovalStore
+from signoff.integrations.odoo import OdooReader
+
+PENDING = ("pending",)
+
+
+class Approvals:
+    def __init__(self, store: ApprovalStore, audit: AuditLog, policy: Policy) -> None:
+        self.store, self.audit, self.policy = store, audit, policy
+
+    def _refuse(self, proposal: Proposal, decision: Decision, reason: str) -> NotAuthorised:
+        self.audit.append(
+            "decision.refused", proposal.id, decision.actor,
+            {"verdict": decision.verdict, "reason": reason, "channel": decision.channel},
+            thread_id=proposal.thread_id,
+        )
+        return NotAuthorised(reason)
+
+    def _already(self, proposal_id: str) -> AlreadyDecided:
+        now = self.store.get(proposal_id)
+        at = now.decided_at.isoformat(timespec="seconds") if now.decided_at else None
+        return AlreadyDecided(proposal_id, now.state, now.decided_by, at)
+
+    def decide(self, decision: Decision, *, reader: OdooReader | None = None) -> Proposal:
+        """Record a decision. Raises AlreadyDecided, NotAuthorised, InvalidDecision or ProposalNotFound."""
+        try:
+            proposal = self.store.get(decision.proposal_id)
+        except ProposalNotFound:
+            self.audit.append("decision.refused", decision.proposal_id, decision.actor,
+                              {"verdict": decision.verdict, "reason": "unknown proposal"})
+            raise
+        if proposal.state != "pending":
+            raise self._already(proposal.id)
+        if proposal.expires_at and utcnow() >= proposal.expires_at:
+            self.expire(proposal.id)
+            raise self._already(proposal.id)
+
+        group = proposal.approver_group
+        if not self.policy.may_decide(decision.actor, group):
+            raise self._refuse(proposal, decision, f"{decision.actor} is not in approver group {group!r}")
+        if self.policy.separation_of_duties and decision.actor == proposal.requested_by:
+            raise self._refuse(proposal, decision, f"{decision.actor} raised this proposal and may not decide it")
+
+        meta = {"decided_by": decision.actor, "decided_at": utcnow(), "decision_reason": decision.reason}
+        audit_data: dict[str, object] = {"channel": decision.channel, "reason": decision.reason,
+                                         "policy": self.policy.label}
+        if decision.verdict == "reject":
+            if not (decision.reason and decision.reason.strip()):
+                raise InvalidDecision("a reason is required to reject")
+            done = self.store.transition(proposal.id, PENDING, state="rejected", **meta)
+        elif decision.verdict == "edit":
+            if not self.policy.action(proposal.action).edits:
+                raise InvalidDecision(f"the policy does not allow edits of {proposal.action}")
+            if decision.args is None:
+                raise InvalidDecision("an edit needs the new values")
+            args = get_action(proposal.action).validate(decision.args, reader)
+            edited = self.store.transition(proposal.id, PENDING, state="edited", edited_args=args, **meta)
+            if edited is None:
+                raise self._already(proposal.id)
+            self.audit.append("proposal.edited", proposal.id, decision.actor,
+                              {**audit_data, "from": proposal.args, "to": args}, thread_id=proposal.thread_id)
+            done = self.store.transition(proposal.id, ("edited",), state="approved")
+        else:
+            done = self.store.transition(proposal.id, PENDING, state="approved", **meta)
+        if done is None:
+            raise self._already(proposal.id)
+        self.audit.append(f"proposal.{done.state}", proposal.id, decision.actor,
+                          {**audit_data, "args": done.effective_args}, thread_id=proposal.thread_id)
+        return done
+
+    def expire(self, proposal_id: str) -> Proposal | None:
+        """Move a pending proposal past its deadline to ``expired`` (never ``rejected``)."""
+        done = self.store.transition(proposal_id, PENDING, state="expired", decided_by="system:expiry",
+                                     decided_at=utcnow(), decision_reason="expired without a decision")
+        if done:
+            self.audit.append("proposal.expired", proposal_id, "system:expiry", {}, thread_id=done.thread_id)
+        return done
+
+    def expire_due(self, now: datetime | None = None) -> list[Proposal]:
+        now = now or utcnow()
+        due = [p for p in self.store.find(states=PENDING) if p.expires_at and p.expires_at <= now]
+        return [e for p in due if (e := self.expire(p.id))]

@@ -1,0 +1,161 @@
+"""The executor: the only code that writes to Odoo, and only for an ``approved`` proposal.
+
+Exactly once, step by step: claim (``approved -> executing`` compare-and-set, attempt counted, intent
+audited), write, read back, mark ``executed``. A proposal found ``executing`` and older than a bound
+was interrupted by a crash: it is reconciled by reading Odoo (already written: ``executed``; not:
+write again). Retryable failures back off and retry; after the last attempt, or at once for an
+error that retrying cannot fix, the proposal is ``failed``: the exception queue a human works.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from signoff.domain import Proposal, utcnow
+from signoff.errors import ExecutionError, OdooConnectionError, OdooError, OdooInternalError
+from signoff.guardrails.actions import get_action
+from signoff.guardrails.audit import AuditLog
+from signoff.guardrails.store import ApprovalStore
+from signoff.integrations.odoo import OdooWriterPort
+
+log = logging.getLogger(__name__)
+ACTOR = "system:executor"
+RETRYABLE = (OdooConnectionError, OdooInternalError)
+
+
+class Executor:
+    def __init__(
+        self,
+        store: ApprovalStore,
+        audit: AuditLog,
+        writer_factory: Callable[[], OdooWriterPort],
+        *,
+        max_attempts: int = 3,
+        backoff_seconds: float = 0.5,
+        stale_after: float = 60.0,
+        fault: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store, self.audit = store, audit
+        self._writer_factory = writer_factory
+        self._writer: OdooWriterPort | None = None
+        self.max_attempts, self.backoff, self.stale_after = max_attempts, backoff_seconds, stale_after
+        self.fault, self.sleep = fault, sleep
+
+    @property
+    def writer(self) -> OdooWriterPort:
+        if self._writer is None:
+            self._writer = self._writer_factory()
+        return self._writer
+
+    def _crash(self, point: str) -> None:
+        """Test hook (``SIGNOFF_FAULT_INJECTION``): die like ``kill -9`` at a named point."""
+        if self.fault == point:
+            os._exit(137)
+
+    def _claim(self, proposal: Proposal) -> tuple[Proposal | None, bool]:
+        """Take the proposal for execution. Returns (claimed proposal or None, whether it is a recovery)."""
+        if proposal.state == "approved":
+            claimed = self.store.transition(proposal.id, ("approved",), state="executing",
+                                            attempts=proposal.attempts + 1, executing_since=utcnow())
+            return claimed, False
+        if proposal.state == "executing":
+            since = proposal.executing_since or proposal.created_at
+            if utcnow() - since < timedelta(seconds=self.stale_after):
+                return None, False  # another worker is on it right now
+            claimed = self.store.transition(proposal.id, ("executing",), expect={"attempts": proposal.attempts},
+                                            executing_since=utcnow(), attempts=proposal.attempts + 1)
+            return claimed, True
+        return None, False
+
+    def execute(self, proposal_id: str) -> Proposal:
+        """Apply an approved proposal once; return it in its resulting state."""
+        proposal = self.store.get(proposal_id)
+        if proposal.state == "executed":
+            return proposal
+        if proposal.state in ("pending", "proposed", "edited"):
+            raise ExecutionError(f"proposal {proposal_id} is {proposal.state}, not approved: nothing written")
+        claimed, recovering = self._claim(proposal)
+        if claimed is None:
+            return self.store.get(proposal_id)
+        action = get_action(claimed.action)
+        args = claimed.effective_args
+        thread = claimed.thread_id
+
+        if recovering:
+            try:
+                if action.is_applied(self.writer, claimed.target_id, args):
+                    return self._done(claimed, {"reconciled": True, "model": claimed.target_model,
+                                                "id": claimed.target_id, "args": args})
+            except OdooError as exc:
+                log.warning("reconcile read of %s failed: %s", proposal_id, exc)
+            self.audit.append("execution.reconciling", proposal_id, ACTOR,
+                              {"attempt": claimed.attempts, "found": "not written"}, thread_id=thread)
+
+        attempt = claimed.attempts
+        while True:
+            self.audit.append("execution.intent", proposal_id, ACTOR,
+                              {"attempt": attempt, "action": claimed.action, "target": claimed.target_id,
+                               "args": args}, thread_id=thread)
+            try:
+                self._crash("before_write")
+                result = action.apply(self.writer, claimed.target_id, args)
+                self._crash("after_write")
+                if not action.is_applied(self.writer, claimed.target_id, args):
+                    raise ExecutionError("read-back after the write does not show the new value")
+                return self._done(claimed, result)
+            except RETRYABLE as exc:
+                if attempt >= self.max_attempts:
+                    return self._fail(claimed, exc, attempt)
+                self.audit.append("execution.retry", proposal_id, ACTOR,
+                                  {"attempt": attempt, "error": str(exc)}, thread_id=thread)
+                self.sleep(self.backoff * 2 ** (attempt - 1))
+                attempt += 1
+                bumped = self.store.transition(proposal_id, ("executing",), attempts=attempt,
+                                               executing_since=utcnow(), error=str(exc))
+                if bumped is None:
+                    return self.store.get(proposal_id)
+            except (OdooError, ExecutionError) as exc:
+                return self._fail(claimed, exc, attempt)
+
+    def _done(self, proposal: Proposal, result: dict[str, object]) -> Proposal:
+        done = self.store.transition(proposal.id, ("executing",), state="executed", result=result, error=None)
+        if done is None:
+            return self.store.get(proposal.id)
+        self.audit.append("execution.succeeded", proposal.id, ACTOR, {"result": result},
+                          thread_id=proposal.thread_id)
+        return done
+
+    def _fail(self, proposal: Proposal, exc: Exception, attempt: int) -> Proposal:
+        error = f"{type(exc).__name__}: {exc}"
+        failed = self.store.transition(proposal.id, ("executing",), state="failed", error=error)
+        self.audit.append("execution.failed", proposal.id, ACTOR, {"attempt": attempt, "error": error},
+                          thread_id=proposal.thread_id)
+        log.error("execution of %s failed after %d attempt(s): %s", proposal.id, attempt, error)
+        return failed or self.store.get(proposal.id)
+
+    def stale(self) -> list[Proposal]:
+        """Executions interrupted by a crash (``executing`` for longer than the bound)."""
+        bound = utcnow() - timedelta(seconds=self.stale_after)
+        return [p for p in self.store.find(states=("executing",))
+                if (p.executing_since or p.created_at) <= bound]
+
+    def retry(self, proposal_id: str, actor: str) -> Proposal:
+        """Put a failed proposal back for another execution (from the exception queue)."""
+        back = self.store.transition(proposal_id, ("failed",), state="approved", error=None)
+        if back is None:
+            raise ExecutionError(f"proposal {proposal_id} is not in the exception queue")
+        self.audit.append("execution.requeued", proposal_id, actor, {}, thread_id=back.thread_id)
+        return self.execute(proposal_id)
+
+    def cancel(self, proposal_id: str, actor: str, reason: str) -> Proposal:
+        """Give up on a failed proposal: it will never be written."""
+        done = self.store.transition(proposal_id, ("failed",), state="cancelled", decision_reason=reason)
+        if done is None:
+            raise ExecutionError(f"proposal {proposal_id} is not in the exception queue")
+        self.audit.append("proposal.cancelled", proposal_id, actor, {"reason": reason}, thread_id=done.thread_id)
+        return done

@@ -1,0 +1,185 @@
+"""The proposals store: insert-if-absent and compare-and-set transitions.
+
+:class:`ApprovalStore` is the port; :class:`SqliteApprovalStore` the embedded adapter (one file, safe
+across processes: every transition runs under SQLite's write lock) and :class:`InMemoryApprovalStore`
+the in-memory one for unit tests. ``tests/test_store.py`` runs the same assertions on both.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from signoff.domain import Proposal
+from signoff.errors import ProposalNotFound
+
+
+class ApprovalStore(Protocol):
+    def add(self, proposal: Proposal) -> tuple[Proposal, bool]:
+        """Insert unless a proposal with this id exists. Returns the stored proposal and whether it is new."""
+        ...
+
+    def get(self, proposal_id: str) -> Proposal: ...
+
+    def find(self, *, states: Collection[str] | None = None, thread_id: str | None = None) -> list[Proposal]:
+        """Proposals, oldest first, optionally filtered by state and thread."""
+        ...
+
+    def transition(self, proposal_id: str, from_states: Collection[str], *, expect: dict[str, Any] | None = None,
+                   **changes: Any) -> Proposal | None:
+        """Apply ``changes`` only if the state is in ``from_states`` (and fields equal ``expect``).
+
+        Returns the updated proposal, or None when the condition did not hold (someone else moved first).
+        """
+        ...
+
+
+def resolve_id(store: ApprovalStore, prefix: str) -> str:
+    """Accept a unique prefix of a proposal id (as the CLI prints them short)."""
+    if not prefix:
+        raise ProposalNotFound("empty proposal id")
+    try:
+        return store.get(prefix).id
+    except ProposalNotFound:
+        pass
+    matches = [p.id for p in store.find() if p.id.startswith(prefix)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise ProposalNotFound(f"no proposal {prefix!r}")
+    raise ProposalNotFound(f"{prefix!r} matches {len(matches)} proposals; give more characters")
+
+
+def _holds(current: Proposal, from_states: Collection[str], expect: dict[str, Any] | None) -> bool:
+    return current.state in from_states and all(getattr(current, k) == v for k, v in (expect or {}).items())
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS proposals (
+    id TEXT PRIMARY KEY,
+    thread_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS proposals_thread ON proposals(thread_id);
+CREATE INDEX IF NOT EXISTS proposals_state ON proposals(state);
+"""
+
+
+@contextmanager
+def sqlite_connection(path: Path, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+    """A short-lived connection; ``write=True`` takes SQLite's write lock up front (BEGIN IMMEDIATE)."""
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        if write:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        else:
+            yield conn
+    finally:
+        conn.close()
+
+
+class SqliteApprovalStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite_connection(path) as conn:
+            conn.executescript(_SCHEMA)
+
+    def add(self, proposal: Proposal) -> tuple[Proposal, bool]:
+        with sqlite_connection(self.path, write=True) as conn:
+            row = conn.execute("SELECT data FROM proposals WHERE id = ?", (proposal.id,)).fetchone()
+            if row:
+                return Proposal.model_validate_json(row[0]), False
+            conn.execute(
+                "INSERT INTO proposals (id, thread_id, state, created_at, data) VALUES (?, ?, ?, ?, ?)",
+                (proposal.id, proposal.thread_id, proposal.state, proposal.created_at.isoformat(),
+                 proposal.model_dump_json()),
+            )
+            return proposal, True
+
+    def get(self, proposal_id: str) -> Proposal:
+        with sqlite_connection(self.path) as conn:
+            row = conn.execute("SELECT data FROM proposals WHERE id = ?", (proposal_id,)).fetchone()
+        if not row:
+            raise ProposalNotFound(f"no proposal {proposal_id!r}")
+        return Proposal.model_validate_json(row[0])
+
+    def find(self, *, states: Collection[str] | None = None, thread_id: str | None = None) -> list[Proposal]:
+        sql, params = "SELECT data FROM proposals WHERE 1=1", []
+        if states is not None:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            params += list(states)
+        if thread_id is not None:
+            sql += " AND thread_id = ?"
+            params.append(thread_id)
+        with sqlite_connection(self.path) as conn:
+            rows = conn.execute(sql + " ORDER BY created_at, id", params).fetchall()
+        return [Proposal.model_validate_json(r[0]) for r in rows]
+
+    def transition(self, proposal_id: str, from_states: Collection[str], *, expect: dict[str, Any] | None = None,
+                   **changes: Any) -> Proposal | None:
+        with sqlite_connection(self.path, write=True) as conn:
+            row = conn.execute("SELECT data FROM proposals WHERE id = ?", (proposal_id,)).fetchone()
+            if not row:
+                raise ProposalNotFound(f"no proposal {proposal_id!r}")
+            current = Proposal.model_validate_json(row[0])
+            if not _holds(current, from_states, expect):
+                return None
+            updated = current.model_copy(update=changes)
+            updated = Proposal.model_validate(updated.model_dump())
+            conn.execute(
+                "UPDATE proposals SET state = ?, data = ? WHERE id = ?",
+                (updated.state, updated.model_dump_json(), proposal_id),
+            )
+            return updated
+
+
+class InMemoryApprovalStore:
+    def __init__(self) -> None:
+        self._rows: dict[str, Proposal] = {}
+        self._lock = threading.Lock()
+
+    def add(self, proposal: Proposal) -> tuple[Proposal, bool]:
+        with self._lock:
+            if proposal.id in self._rows:
+                return self._rows[proposal.id], False
+            self._rows[proposal.id] = proposal.model_copy(deep=True)
+            return proposal, True
+
+    def get(self, proposal_id: str) -> Proposal:
+        try:
+            return self._rows[proposal_id].model_copy(deep=True)
+        except KeyError:
+            raise ProposalNotFound(f"no proposal {proposal_id!r}") from None
+
+    def find(self, *, states: Collection[str] | None = None, thread_id: str | None = None) -> list[Proposal]:
+        rows = sorted(self._rows.values(), key=lambda p: (p.created_at, p.id))
+        return [
+            p.model_copy(deep=True)
+            for p in rows
+            if (states is None or p.state in states) and (thread_id is None or p.thread_id == thread_id)
+        ]
+
+    def transition(self, proposal_id: str, from_states: Collection[str], *, expect: dict[str, Any] | None = None,
+                   **changes: Any) -> Proposal | None:
+        with self._lock:
+            current = self.get(proposal_id)
+            if not _holds(current, from_states, expect):
+                return None
+            updated = Proposal.model_validate(current.model_copy(update=changes).model_dump())
+            self._rows[proposal_id] = updated
+            return updated.model_copy(deep=True)
