@@ -1,0 +1,137 @@
+"""The proposals store and the audit log: one set of assertions, run on the SQLite and in-memory adapters."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from signoff.domain import Proposal, proposal_id
+from signoff.errors import AuditIntegrityError, ProposalNotFound
+from signoff.guardrails.audit import AuditLog, InMemoryAuditLog, SqliteAuditLog
+from signoff.guardrails.store import ApprovalStore, InMemoryApprovalStore, SqliteApprovalStore, resolve_id
+
+
+def make_proposal(thread: str = "ticket:signoff:1", value: str = "billing") -> Proposal:
+    args = {"category": value}
+    return Proposal(
+        id=proposal_id(thread, "ticket.set_category", "helpdesk.ticket", 1, args),
+        thread_id=thread, action="ticket.set_category", target_model="helpdesk.ticket", target_id=1,
+        args=args, approver_group="support-leads",
+    )
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ApprovalStore:
+    if request.param == "sqlite":
+        return SqliteApprovalStore(tmp_path / "state.sqlite")
+    return InMemoryApprovalStore()
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def audit(request: pytest.FixtureRequest, tmp_path: Path) -> AuditLog:
+    if request.param == "sqlite":
+        return SqliteAuditLog(tmp_path / "state.sqlite")
+    return InMemoryAuditLog()
+
+
+def test_proposal_id_is_deterministic_and_sensitive_to_args() -> None:
+    assert make_proposal().id == make_proposal().id
+    assert make_proposal(value="billing").id != make_proposal(value="orders").id
+    assert make_proposal(thread="ticket:signoff:2").id != make_proposal().id
+
+
+def test_add_is_insert_if_absent(store: ApprovalStore) -> None:
+    first, new = store.add(make_proposal())
+    assert new
+    store.transition(first.id, ("pending",), state="approved", decided_by="cli:lead")
+    again, new_again = store.add(make_proposal())
+    assert not new_again
+    assert again.state == "approved", "a re-proposal must not reset a decided proposal"
+    assert len(store.find()) == 1
+
+
+def test_transition_is_compare_and_set(store: ApprovalStore) -> None:
+    p, _ = store.add(make_proposal())
+    won = store.transition(p.id, ("pending",), state="approved", decided_by="cli:a")
+    lost = store.transition(p.id, ("pending",), state="rejected", decided_by="cli:b")
+    assert won is not None and won.state == "approved"
+    assert lost is None
+    assert store.get(p.id).decided_by == "cli:a"
+
+
+def test_transition_expect_guards_other_fields(store: ApprovalStore) -> None:
+    p, _ = store.add(make_proposal())
+    assert store.transition(p.id, ("pending",), expect={"attempts": 5}, attempts=6) is None
+    assert store.transition(p.id, ("pending",), expect={"attempts": 0}, attempts=1) is not None
+
+
+def test_concurrent_transitions_have_one_winner(store: ApprovalStore) -> None:
+    p, _ = store.add(make_proposal())
+    winners: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def decide(actor: str) -> None:
+        barrier.wait()
+        if store.transition(p.id, ("pending",), state="approved", decided_by=actor):
+            winners.append(actor)
+
+    threads = [threading.Thread(target=decide, args=(f"cli:{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+    assert store.get(p.id).decided_by == winners[0]
+
+
+def test_find_filters_and_unknown_id(store: ApprovalStore) -> None:
+    a, _ = store.add(make_proposal("ticket:x:1"))
+    store.add(make_proposal("ticket:x:2"))
+    store.transition(a.id, ("pending",), state="rejected")
+    assert [p.thread_id for p in store.find(states=("pending",))] == ["ticket:x:2"]
+    assert [p.id for p in store.find(thread_id="ticket:x:1")] == [a.id]
+    assert resolve_id(store, a.id[:10]) == a.id
+    with pytest.raises(ProposalNotFound):
+        store.get("p_nope")
+    with pytest.raises(ProposalNotFound):
+        store.transition("p_nope", ("pending",), state="approved")
+
+
+def test_audit_chain_appends_and_verifies(audit: AuditLog) -> None:
+    audit.append("ticket.loaded", "ticket:x:1", "agent:triage", {"n": 1}, thread_id="ticket:x:1")
+    audit.append("proposal.created", "p_1", "agent:triage", {"args": {"a": 1}}, thread_id="ticket:x:1")
+    audit.append("ticket.loaded", "ticket:x:2", "agent:triage", {}, thread_id="ticket:x:2")
+    assert audit.verify() == 3
+    trail = audit.trail("ticket:x:1")
+    assert [e.kind for e in trail] == ["ticket.loaded", "proposal.created"]
+    assert trail[1].prev_hash == trail[0].hash
+
+
+def test_sqlite_audit_is_append_only_and_tamper_evident(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    log = SqliteAuditLog(path)
+    log.append("a", "s", "x", {"v": 1})
+    log.append("b", "s", "x", {"v": 2})
+    conn = sqlite3.connect(path)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("UPDATE audit SET data = '{\"v\": 9}' WHERE seq = 1")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("DELETE FROM audit WHERE seq = 1")
+    # Someone with file access drops the trigger and edits history: verify() catches it.
+    conn.execute("DROP TRIGGER audit_no_update")
+    conn.execute("UPDATE audit SET data = '{\"v\":9}' WHERE seq = 1")
+    conn.commit()
+    conn.close()
+    with pytest.raises(AuditIntegrityError, match="#1"):
+        log.verify()
+
+
+def test_sqlite_store_is_shared_between_processes_by_file(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    first: Callable[[], ApprovalStore] = lambda: SqliteApprovalStore(path)  # noqa: E731
+    p, _ = first().add(make_proposal())
+    assert first().get(p.id) == p
