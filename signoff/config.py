@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     slack_api_base_url: str = "https://slack.com/api/"
 
     log_level: str = "WARNING"
+    fault_injection: str | None = None
+    """Test hook only: ``before_write`` or ``after_write`` makes the executor die like ``kill -9`` there."""
 
     @property
     def models_path(self) -> Path:

