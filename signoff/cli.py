@@ -154,25 +154,27 @@ def triage(
 
 
 def _print_triage(results: list[Any]) -> None:
-    table = Table(title="Triage", show_lines=False)
-    for col in ("thread", "status", "category", "conf.", "team", "priority", "proposals / reasons"):
+    table = Table(title="Triage")
+    for col in ("ticket", "outcome", "category (conf.)", "team", "priority", "proposals / why a human"):
         table.add_column(col, overflow="fold")
     counts: dict[str, int] = {}
     for r in results:
         t = r.triage
-        key = t.outcome if (t and r.status != "duplicate") else r.status
-        counts[key] = counts.get(key, 0) + 1
+        status = r.status if (t is None or r.status == "duplicate") else t.outcome
+        counts[status] = counts.get(status, 0) + 1
+        ticket = r.thread_id.rsplit(":", 1)[-1]
         if t is None:
-            table.add_row(r.thread_id, f"[red]{r.status}[/]", "", "", "", "", r.error or "")
+            table.add_row(ticket, f"[red]{status}[/]", "", "", "", r.error or "")
             continue
-        note = ", ".join(p[:12] for p in t.proposal_ids) + ("; " if t.proposal_ids and t.reasons else "")
-        note += "; ".join(t.reasons)
-        style = {"proposed": "green", "needs_human": "yellow", "skipped": "dim"}[t.outcome]
-        status = "duplicate" if r.status == "duplicate" else t.outcome
-        table.add_row(r.thread_id, f"[{style}]{status}[/]", t.category.label, f"{t.category.confidence:.2f}",
+        note = f"{len(t.proposal_ids)} proposal(s)" if t.proposal_ids else ""
+        note = "; ".join([note, *t.reasons]) if t.reasons else note
+        style = {"proposed": "green", "needs_human": "yellow", "skipped": "dim", "duplicate": "dim"}[status]
+        table.add_row(ticket, f"[{style}]{status}[/]", f"{t.category.label} ({t.category.confidence:.2f})",
                       t.team, PRIORITY_NAMES[t.priority], note)
     console.print(table)
-    console.print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    console.print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+                  + ("   (duplicate = this ticket already has a run; nothing new was done)"
+                     if "duplicate" in counts else ""))
 
 
 # --- approvals -----------------------------------------------------------------------------------
@@ -184,7 +186,8 @@ def _short(p: Proposal) -> str:
 
 def _describe(p: Proposal) -> str:
     key = next(iter(p.effective_args))
-    return f"{p.target_model}({p.target_id}).{key}: {p.current.get(key)!s} -> {p.effective_args[key]}"
+    before = p.current.get(key)
+    return f"{key}: {'(empty)' if before in (None, False, '') else before} -> {p.effective_args[key]}"
 
 
 @approvals_app.command("list")
@@ -198,13 +201,12 @@ def approvals_list(
     settings = _settings()
     store = SqliteApprovalStore(settings.state_db_path)
     rows = store.find(states=None if state == "all" else (state,))
-    table = Table(title=f"Proposals ({state})")
-    for col in ("id", "state", "action", "write", "conf.", "approvers", "expires"):
+    table = Table(title=f"Proposals ({state}): {len(rows)}")
+    for col in ("id", "ticket", "write", "conf.", "state", "approvers"):
         table.add_column(col, overflow="fold")
     for p in rows:
-        table.add_row(_short(p), p.state, p.action, _describe(p),
-                      f"{p.confidence:.2f}" if p.confidence is not None else "rule", p.approver_group,
-                      p.expires_at.strftime("%Y-%m-%d %H:%M") if p.expires_at else "")
+        table.add_row(_short(p), str(p.target_id), _describe(p),
+                      f"{p.confidence:.2f}" if p.confidence is not None else "rule", p.state, p.approver_group)
     console.print(table)
     if state == "pending" and rows:
         console.print("decide with: signoff approvals approve ID --as cli:lead   "
@@ -224,7 +226,7 @@ def approvals_show(proposal: Annotated[str, typer.Argument(help="Proposal id or 
         raise _fail(exc) from exc
     lines = [
         f"[bold]{p.action}[/] on {p.target_model}({p.target_id})   state: [bold]{p.state}[/]",
-        f"write: {_describe(p)}",
+        f"write: {p.target_model}({p.target_id}) {_describe(p)}",
         f"why: {p.rationale}",
         f"confidence: {p.confidence:.3f}" if p.confidence is not None else "confidence: explicit rule",
         f"approvers: {p.approver_group}   channel: {p.channel}   policy: {p.policy_version}   "
@@ -393,11 +395,14 @@ def audit(
             console.print_json(e.model_dump_json())
         return
     table = Table(title=f"Audit: {subject or 'all'}")
-    for col in ("#", "at", "kind", "subject", "actor", "data"):
-        table.add_column(col, overflow="fold")
+    cols = ("#", "at", "kind", "actor", "data") if subject else ("#", "at", "kind", "subject", "actor", "data")
+    for col in cols:
+        table.add_column(col, overflow="fold", ratio=4 if col == "data" else None)
     for e in events:
-        table.add_row(str(e.seq), e.at.strftime("%H:%M:%S"), e.kind, e.subject[:24], e.actor,
-                      json.dumps(e.data)[:160])
+        row = [str(e.seq), e.at.strftime("%m-%d %H:%M:%S"), e.kind, e.actor, json.dumps(e.data)[:240]]
+        if not subject:
+            row.insert(3, e.subject[:26])
+        table.add_row(*row)
     console.print(table)
     console.print(f"[green]hash chain verified[/] ({n} events)")
 
@@ -430,7 +435,7 @@ def demo(
             console.print(f"{len(texts)} resolved tickets with a category = labelled history")
             console.rule("2. Model")
             try:
-                model = TextClassifier.load_latest(settings.models_path)
+                model = TextClassifier.load(settings.models_path)
                 console.print(f"using trained model {model.version}")
             except ModelNotTrained:
                 report = _train(settings, texts, labels)

@@ -155,6 +155,11 @@ def _proposal(svc: TriageServices, ticket: Ticket, action: str, args: dict[str, 
     )
 
 
+def _threshold(min_confidence: float | None) -> float:
+    """A model-gated action with no threshold in the policy never passes (fail closed)."""
+    return 1.0 + 1e-9 if min_confidence is None else min_confidence
+
+
 def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
     """Policy thresholds per field and action: above, a proposal; below, a human with the reason."""
     svc = runtime.context
@@ -167,11 +172,15 @@ def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
         reasons.append("possible prompt injection in the ticket: " + "; ".join(screened.injection[:3]))
 
     category_rule = policy.action("ticket.set_category")
-    confident = prediction.confidence >= (category_rule.min_confidence or 1.0)
+    confident = prediction.confidence >= _threshold(category_rule.min_confidence)
     team, team_reason = policy.routing.team_for(prediction.label)
+    # Text that addresses the AI is untrusted: its urgency words must not raise the priority.
     priority, priority_reason = decide_priority(
-        screened.text, prediction.label if confident else None, ticket.customer, policy.priority
+        "" if screened.injection else screened.text, prediction.label if confident else None,
+        ticket.customer, policy.priority,
     )
+    if screened.injection:
+        priority_reason += " (urgency cues ignored: the ticket contains instructions to the AI)"
     evidence = [n.model_dump() for n in prediction.neighbours]
     alternatives = ", ".join(f"{label} {p:.2f}" for label, p in prediction.alternatives[:3])
     why = f"classified {prediction.label!r} at {prediction.confidence:.2f} (runners-up: {alternatives or 'none'})"
@@ -181,18 +190,20 @@ def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
     wanted: list[Proposal] = []
     if not confident:
         reasons.append(f"category confidence {prediction.confidence:.2f} is below "
-                       f"{category_rule.min_confidence:.2f} for ticket.set_category: left to human triage")
+                       f"{_threshold(category_rule.min_confidence):.2f} for ticket.set_category: left to human triage "
+                       f"(best guesses: {prediction.label}, {alternatives or 'none'}; "
+                       f"suggested priority {PRIORITY_NAMES[priority]}: {priority_reason})")
     else:
         if prediction.label != ticket.category:
             wanted.append(_proposal(svc, ticket, "ticket.set_category", {"category": prediction.label},
                                     ticket.category, prediction.confidence, why, evidence,
                                     prediction.model_version))
         team_rule = policy.action("ticket.set_team")
-        if team != ticket.team and prediction.confidence >= (team_rule.min_confidence or 1.0):
+        if team != ticket.team and prediction.confidence >= _threshold(team_rule.min_confidence):
             wanted.append(_proposal(svc, ticket, "ticket.set_team", {"team": team}, ticket.team,
                                     prediction.confidence, f"{team_reason}; {why}", evidence,
                                     prediction.model_version))
-    if priority != ticket.priority:
+    if priority != ticket.priority and confident:
         wanted.append(_proposal(svc, ticket, "ticket.set_priority", {"priority": priority}, ticket.priority,
                                 None, f"priority {PRIORITY_NAMES[priority]}: {priority_reason}", [],
                                 prediction.model_version))

@@ -1,0 +1,347 @@
+"""Triage end to end: the real model, the Odoo stand-in over HTTP, SQLite checkpoints, the CLI in other processes.
+
+Every write is counted in the stand-in's call log, which is what Odoo received over the wire.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from signoff.agents.services import Runtime, open_runtime
+from signoff.config import Settings
+from signoff.domain import Decision, Prediction
+from signoff.errors import AlreadyDecided, InvalidDecision, NotAuthorised
+from signoff.guardrails.policy import DEFAULT_POLICY_PATH
+from signoff.llm.classifier import TextClassifier
+from signoff.llm.training import load_labelled_jsonl, train
+from signoff.sandbox.odoo import OdooStandIn
+
+
+
+def public_data_dir() -> Path:
+    return Settings(_env_file=None).public_data_dir  # type: ignore[call-arg]
+
+
+SAMPLE = Path(__file__).resolve().parent.parent / "signoff" / "sandbox" / "sample_tickets.jsonl"
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A triage model trained once per session on a spread of real labelled tickets."""
+    source = public_data_dir() / "tickets" / "bitext_dev.jsonl"
+    texts, labels = load_labelled_jsonl(source if source.exists() else SAMPLE)
+    step = max(1, len(texts) // 800)
+    out = tmp_path_factory.mktemp("models")
+    train(texts[::step], labels[::step], out)
+    return out
+
+
+def write_policy(path: Path, min_confidence: float) -> Path:
+    policy = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
+    for name in ("ticket.set_category", "ticket.set_team"):
+        policy["actions"][name]["min_confidence"] = min_confidence
+    path.write_text(yaml.safe_dump(policy))
+    return path
+
+
+@pytest.fixture
+def triage_settings(settings: Settings, model_dir: Path, tmp_path: Path) -> Settings:
+    return settings.model_copy(update={
+        "model_dir": model_dir,
+        "policy_path": write_policy(tmp_path / "policy.yaml", 0.0),
+        "executor_stale_seconds": 0.0,
+    })
+
+
+@pytest.fixture
+def rt(triage_settings: Settings) -> Iterator[Runtime]:
+    with open_runtime(triage_settings) as runtime:
+        yield runtime
+
+
+def ticket_id(rt: Runtime, ref: str) -> int:
+    rows = rt.reader.search_read("helpdesk.ticket", [["ticket_ref", "=", ref]], ["id"])
+    assert rows, f"seed has no ticket {ref}"
+    return int(rows[0]["id"])
+
+
+def any_new_ticket(rt: Runtime) -> int:
+    from signoff.tools.tickets import untriaged_ticket_ids
+
+    return untriaged_ticket_ids(rt.reader)[0]
+
+
+def ticket_writes(standin: OdooStandIn) -> list[dict[str, Any]]:
+    return [c for c in standin.calls() if c["method"] == "write" and c["model"] == "helpdesk.ticket"
+            and c["ok"]]
+
+
+def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_")}
+    env.update({
+        "SIGNOFF_DATA_DIR": str(settings.data_dir),
+        "SIGNOFF_ODOO_URL": str(settings.odoo_url),
+        "SIGNOFF_ODOO_DB": settings.odoo_db,
+        "SIGNOFF_MODEL_DIR": str(settings.model_dir),
+        "SIGNOFF_POLICY_PATH": str(settings.policy_path),
+        "SIGNOFF_EXECUTOR_STALE_SECONDS": "0",
+        "SIGNOFF_PUBLIC_DATA_DIR": str(settings.public_data_dir),
+        "NO_PROXY": "127.0.0.1,localhost",
+        **extra,
+    })
+    return env
+
+
+def signoff(settings: Settings, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a separate process, as a person in another terminal would."""
+    return subprocess.run([sys.executable, "-m", "signoff.cli", *args], env=cli_env(settings, **extra),
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_ticket_flows_to_pending_proposals_and_pauses(rt: Runtime, odoo_standin: OdooStandIn) -> None:
+    tid = any_new_ticket(rt)
+    result = rt.runner.run(tid)
+    assert result.status == "paused"
+    assert result.triage is not None and result.triage.outcome == "proposed"
+    proposals = rt.store.find(thread_id=f"ticket:signoff:{tid}")
+    assert {p.action for p in proposals} >= {"ticket.set_category", "ticket.set_team"}
+    assert all(p.state == "pending" for p in proposals)
+    category = next(p for p in proposals if p.action == "ticket.set_category")
+    assert category.confidence is not None and category.evidence, "confidence and similar tickets as evidence"
+    assert category.policy_version and category.model_version
+    assert ticket_writes(odoo_standin) == [], "nothing is written before approval"
+    # A second event for the same ticket starts no second run.
+    again = rt.runner.run(tid)
+    assert again.status == "duplicate"
+    assert len(rt.store.find(thread_id=f"ticket:signoff:{tid}")) == len(proposals)
+
+
+def test_approving_from_another_process_resumes_and_writes_once(
+    rt: Runtime, triage_settings: Settings, odoo_standin: OdooStandIn
+) -> None:
+    tid = any_new_ticket(rt)
+    rt.runner.run(tid)
+    proposals = rt.store.find(thread_id=f"ticket:signoff:{tid}")
+    for p in proposals[:-1]:
+        done = signoff(triage_settings, "approvals", "approve", p.id[:12], "--as", "cli:lead")
+        assert done.returncode == 0, done.stderr
+        assert "still pending" in done.stdout
+    assert ticket_writes(odoo_standin) == []
+    last = signoff(triage_settings, "approvals", "approve", proposals[-1].id, "--as", "cli:alice")
+    assert last.returncode == 0, last.stderr
+    writes = ticket_writes(odoo_standin)
+    assert len(writes) == len(proposals)
+    assert {w["login"] for w in writes} == {"executor"}, "only the executor's credential writes"
+    assert all(p.state == "executed" for p in rt.store.find(thread_id=f"ticket:signoff:{tid}"))
+    row = rt.reader.read("helpdesk.ticket", [tid], ["category_id", "team_id"])[0]
+    category = next(p for p in proposals if p.action == "ticket.set_category")
+    assert row["category_id"][1] == category.args["category"]
+    # Approving again: told who decided, nothing more written.
+    again = signoff(triage_settings, "approvals", "approve", proposals[-1].id, "--as", "cli:lead")
+    assert again.returncode == 3 and "already decided" in again.stdout and "cli:alice" in again.stdout
+    assert len(ticket_writes(odoo_standin)) == len(proposals)
+    kinds = [e.kind for e in rt.audit.trail(f"ticket:signoff:{tid}")]
+    for kind in ("ticket.loaded", "ticket.screened", "ticket.classified", "triage.decided", "proposal.created",
+                 "proposal.approved", "run.resumed", "execution.intent", "execution.succeeded",
+                 "triage.completed"):
+        assert kind in kinds
+    assert rt.audit.verify() > 0
+
+
+def test_two_concurrent_approvals_write_once(
+    rt: Runtime, triage_settings: Settings, odoo_standin: OdooStandIn
+) -> None:
+    tid = any_new_ticket(rt)
+    rt.runner.run(tid)
+    proposals = rt.store.find(thread_id=f"ticket:signoff:{tid}")
+    for p in proposals[:-1]:
+        rt.approvals.decide(Decision(proposal_id=p.id, verdict="approve", actor="cli:lead"))
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(
+            lambda who: signoff(triage_settings, "approvals", "approve", proposals[-1].id, "--as", who),
+            ["cli:lead", "cli:alice"],
+        ))
+    assert sorted(r.returncode for r in runs) == [0, 3], [r.stdout + r.stderr for r in runs]
+    writes = ticket_writes(odoo_standin)
+    assert len(writes) == len(proposals)
+    assert len({json.dumps(w["args"], sort_keys=True) for w in writes}) == len(proposals)
+
+
+def test_reject_records_the_reason_and_writes_nothing(rt: Runtime, odoo_standin: OdooStandIn) -> None:
+    tid = any_new_ticket(rt)
+    rt.runner.run(tid)
+    thread = f"ticket:signoff:{tid}"
+    proposals = rt.store.find(thread_id=thread)
+    with pytest.raises(InvalidDecision, match="reason"):
+        rt.approvals.decide(Decision(proposal_id=proposals[0].id, verdict="reject", actor="cli:lead"))
+    for p in proposals:
+        rt.approvals.decide(Decision(proposal_id=p.id, verdict="reject", actor="cli:lead", reason="wrong queue"))
+    result = rt.runner.resume_if_ready(thread)
+    assert result is not None and result.status == "done"
+    assert ticket_writes(odoo_standin) == []
+    stored = rt.store.get(proposals[0].id)
+    assert stored.state == "rejected" and stored.decision_reason == "wrong queue"
+    rejected = [e for e in rt.audit.trail(thread) if e.kind == "proposal.rejected"]
+    assert len(rejected) == len(proposals) and rejected[0].data["reason"] == "wrong queue"
+
+
+def test_edit_is_revalidated_then_written(rt: Runtime, odoo_standin: OdooStandIn) -> None:
+    tid = any_new_ticket(rt)
+    rt.runner.run(tid)
+    thread = f"ticket:signoff:{tid}"
+    proposals = rt.store.find(thread_id=thread)
+    category = next(p for p in proposals if p.action == "ticket.set_category")
+    with pytest.raises(InvalidDecision, match="no helpdesk.ticket.category named"):
+        rt.approvals.decide(Decision(proposal_id=category.id, verdict="edit", actor="cli:lead",
+                                     args={"category": "not_a_category"}), reader=rt.reader)
+    with pytest.raises(InvalidDecision, match="exactly one argument"):
+        rt.approvals.decide(Decision(proposal_id=category.id, verdict="edit", actor="cli:lead",
+                                     args={"category": "get_refund", "priority": "3"}), reader=rt.reader)
+    target = "get_refund" if category.args["category"] != "get_refund" else "track_refund"
+    edited = rt.approvals.decide(Decision(proposal_id=category.id, verdict="edit", actor="cli:lead",
+                                          args={"category": target}), reader=rt.reader)
+    assert edited.state == "approved" and edited.effective_args == {"category": target}
+    for p in proposals:
+        if p.id != category.id:
+            rt.approvals.decide(Decision(proposal_id=p.id, verdict="reject", actor="cli:lead", reason="no"))
+    rt.runner.resume_if_ready(thread)
+    assert len(ticket_writes(odoo_standin)) == 1
+    assert rt.reader.read("helpdesk.ticket", [tid], ["category_id"])[0]["category_id"][1] == target
+
+
+@pytest.mark.parametrize("fault", ["after_write", "before_write"])
+def test_killed_between_approval_and_write_is_reconciled_with_one_write(
+    rt: Runtime, triage_settings: Settings, odoo_standin: OdooStandIn, fault: str
+) -> None:
+    tid = any_new_ticket(rt)
+    rt.runner.run(tid)
+    thread = f"ticket:signoff:{tid}"
+    proposals = rt.store.find(thread_id=thread)
+    for p in proposals[:-1]:
+        rt.approvals.decide(Decision(proposal_id=p.id, verdict="approve", actor="cli:lead"))
+    crashed = signoff(triage_settings, "approvals", "approve", proposals[-1].id, "--as", "cli:lead",
+                      SIGNOFF_FAULT_INJECTION=fault)
+    assert crashed.returncode == 137, crashed.stdout + crashed.stderr
+    states = [p.state for p in rt.store.find(thread_id=thread)]
+    assert "executing" in states, states
+    assert len(ticket_writes(odoo_standin)) == (1 if fault == "after_write" else 0)
+    recovered = signoff(triage_settings, "approvals", "recover")
+    assert recovered.returncode == 0, recovered.stderr
+    assert all(p.state == "executed" for p in rt.store.find(thread_id=thread))
+    writes = ticket_writes(odoo_standin)
+    assert len(writes) == len(proposals), "each approved proposal written exactly once"
+    if fault == "after_write":
+        assert any(e.kind == "execution.succeeded" and e.data["result"].get("reconciled")
+                   for e in rt.audit.trail(thread))
+    # Recovering again changes nothing.
+    assert signoff(triage_settings, "approvals", "recover").returncode == 0
+    assert len(ticket_writes(odoo_standin)) == len(proposals)
+
+
+def test_below_threshold_yields_no_proposal(triage_settings: Settings, tmp_path: Path,
+                                            odoo_standin: OdooStandIn) -> None:
+    strict = triage_settings.model_copy(update={"policy_path": write_policy(tmp_path / "strict.yaml", 1.0)})
+    with open_runtime(strict) as rt:
+        tid = any_new_ticket(rt)
+        result = rt.runner.run(tid)
+        assert result.status == "done"
+        assert result.triage is not None and result.triage.outcome == "needs_human"
+        assert "below" in result.triage.reasons[0]
+        assert rt.store.find() == []
+        assert any(e.kind == "run.needs_human" for e in rt.audit.trail(f"ticket:signoff:{tid}"))
+    assert ticket_writes(odoo_standin) == []
+
+
+def test_injection_is_flagged_and_yields_no_extra_proposal(rt: Runtime) -> None:
+    tid = ticket_id(rt, "signoff-injection")
+    result = rt.runner.run(tid)
+    assert result.triage is not None
+    assert result.triage.screen.injection, "the ticket's instructions to the AI are flagged"
+    assert any("prompt injection" in r for r in result.triage.reasons)
+    proposals = rt.store.find(thread_id=f"ticket:signoff:{tid}")
+    assert {p.action for p in proposals} <= {"ticket.set_category", "ticket.set_team", "ticket.set_priority"}
+    assert all(p.args.get("priority") != "3" for p in proposals), "'urgent' in injected text raises nothing"
+    assert all(p.target_id == tid for p in proposals), "no proposal touches another ticket"
+    assert len(rt.store.find()) == len(proposals)
+
+
+def test_unauthorised_approver_is_refused_and_audited(rt: Runtime, triage_settings: Settings) -> None:
+    tid = any_new_ticket(rt)
+    rt.runner.run(tid)
+    p = rt.store.find(thread_id=f"ticket:signoff:{tid}")[0]
+    with pytest.raises(NotAuthorised, match="not in approver group"):
+        rt.approvals.decide(Decision(proposal_id=p.id, verdict="approve", actor="cli:mallory"))
+    via_cli = signoff(triage_settings, "approvals", "approve", p.id, "--as", "slack:UNOBODY")
+    assert via_cli.returncode == 1 and "not in approver group" in via_cli.stderr
+    assert rt.store.get(p.id).state == "pending"
+    refused = [e for e in rt.audit.trail(p.id) if e.kind == "decision.refused"]
+    assert [e.actor for e in refused] == ["cli:mallory", "slack:UNOBODY"]
+    # Separation of duties: whoever raised a proposal may not decide it.
+    rt.store.transition(p.id, ("pending",), requested_by="cli:lead")
+    with pytest.raises(NotAuthorised, match="raised this proposal"):
+        rt.approvals.decide(Decision(proposal_id=p.id, verdict="approve", actor="cli:lead"))
+
+
+def test_expired_proposal_is_expired_not_rejected(rt: Runtime) -> None:
+    tid = any_new_ticket(rt)
+    rt.runner.run(tid)
+    thread = f"ticket:signoff:{tid}"
+    from signoff.domain import utcnow
+
+    for p in rt.store.find(thread_id=thread):
+        rt.store.transition(p.id, ("pending",), expires_at=utcnow())
+    first = rt.store.find(thread_id=thread)[0]
+    with pytest.raises(AlreadyDecided, match="expired"):
+        rt.approvals.decide(Decision(proposal_id=first.id, verdict="approve", actor="cli:lead"))
+    expired = rt.approvals.expire_due()
+    assert {p.state for p in rt.store.find(thread_id=thread)} == {"expired"}
+    assert len(expired) == len(rt.store.find(thread_id=thread)) - 1
+    assert rt.runner.resume_if_ready(thread) is not None
+
+
+class SpyClassifier:
+    """The real model, recording exactly what text it was given."""
+
+    def __init__(self, model: TextClassifier) -> None:
+        self.model, self.inputs = model, []  # type: ignore[var-annotated]
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    def predict(self, texts: list[str]) -> list[Prediction]:
+        self.inputs.extend(texts)
+        return self.model.predict(texts)
+
+
+def test_pii_never_reaches_the_model(triage_settings: Settings, model_dir: Path) -> None:
+    spy = SpyClassifier(TextClassifier.load(model_dir))
+    with open_runtime(triage_settings, classifier=spy) as rt:
+        tid = ticket_id(rt, "signoff-pii")
+        result = rt.runner.run(tid)
+    assert spy.inputs, "the model was called"
+    seen = "\n".join(spy.inputs)
+    for secret in ("dana.whitfield@globex.example", "415 555 0142", "4111 1111 1111 1111", "DE89 3704"):
+        assert secret not in seen
+    assert "[EMAIL]" in seen and "[CARD]" in seen and "[IBAN]" in seen
+    assert result.triage is not None and result.triage.screen.redactions["CARD"] == 1
+    assert all("4111" not in json.dumps(e.data) for e in rt.audit.trail())
+
+
+def test_odoo_down_fails_the_run_cleanly_and_it_can_be_retried(rt: Runtime, odoo_standin: OdooStandIn) -> None:
+    tid = any_new_ticket(rt)
+    odoo_standin.stop()
+    result = rt.runner.run(tid)
+    assert result.status == "failed" and "OdooConnectionError" in (result.error or "")
+    assert rt.store.find() == []
+    assert any(e.kind == "run.failed" for e in rt.audit.trail(f"ticket:signoff:{tid}"))
