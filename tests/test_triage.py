@@ -27,7 +27,6 @@ from signoff.llm.training import load_labelled_jsonl, train
 from signoff.sandbox.odoo import OdooStandIn
 
 
-
 def public_data_dir() -> Path:
     return Settings(_env_file=None).public_data_dir  # type: ignore[call-arg]
 

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command
 
@@ -37,7 +38,7 @@ class TriageRunner:
         self.graph = build_graph().compile(checkpointer=checkpointer)
 
     @staticmethod
-    def _config(thread_id: str) -> dict[str, Any]:
+    def _config(thread_id: str) -> RunnableConfig:
         return {"configurable": {"thread_id": thread_id}}
 
     def thread_for(self, ticket: int | Ticket) -> str:
@@ -51,7 +52,7 @@ class TriageRunner:
 
     def status(self, thread_id: str) -> tuple[dict[str, Any], bool, bool]:
         """(values, paused at the gate, stopped mid-way by an error or a crash)."""
-        snapshot = self.graph.get_state(self._config(thread_id))  # type: ignore[arg-type]
+        snapshot = self.graph.get_state(self._config(thread_id))
         paused = any(task.interrupts for task in snapshot.tasks)
         return dict(snapshot.values or {}), paused, bool(snapshot.next) and not paused
 
@@ -67,13 +68,13 @@ class TriageRunner:
                 return result
             if stopped:
                 log.info("finishing interrupted run %s", thread_id)
-                out = self.graph.invoke(None, config, context=self.services)  # type: ignore[arg-type]
+                out = self.graph.invoke(None, config, context=self.services)
             else:
                 state: TriageState = (
                     {"ticket": ticket.model_dump(mode="json")} if isinstance(ticket, Ticket)
                     else {"ticket_id": ticket}
                 )
-                out = self.graph.invoke(state, config, context=self.services)  # type: ignore[arg-type]
+                out = self.graph.invoke(state, config, context=self.services)
         except SignoffError as exc:
             self.services.audit.append("run.failed", thread_id, "agent:triage",
                                        {"error": f"{type(exc).__name__}: {exc}"}, thread_id=thread_id)
@@ -89,8 +90,8 @@ class TriageRunner:
             return None
         self.services.audit.append("run.resumed", thread_id, actor, {}, thread_id=thread_id)
         config = self._config(thread_id)
-        command = Command(resume={"by": actor}) if paused else None
-        out = self.graph.invoke(command, config, context=self.services)  # type: ignore[arg-type]
+        command: Command[Any] | None = Command(resume={"by": actor}) if paused else None
+        out = self.graph.invoke(command, config, context=self.services)
         return self._result(thread_id, out, "__interrupt__" in out)
 
     def recover(self) -> list[RunResult]:

@@ -38,7 +38,7 @@ class LazyClassifier:
     @property
     def model(self) -> TextClassifier:
         if self._model is None:
-            self._model = TextClassifier.load_latest(self._settings.models_path)
+            self._model = TextClassifier.load(self._settings.models_path)
         return self._model
 
     @property

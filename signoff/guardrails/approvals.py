@@ -8,6 +8,7 @@ the person who raised the proposal (separation of duties), is refused, and the r
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from signoff.domain import Decision, Proposal, utcnow
 from signoff.errors import AlreadyDecided, InvalidDecision, NotAuthorised, ProposalNotFound
@@ -57,7 +58,9 @@ class Approvals:
         if self.policy.separation_of_duties and decision.actor == proposal.requested_by:
             raise self._refuse(proposal, decision, f"{decision.actor} raised this proposal and may not decide it")
 
-        meta = {"decided_by": decision.actor, "decided_at": utcnow(), "decision_reason": decision.reason}
+        meta: dict[str, Any] = {
+            "decided_by": decision.actor, "decided_at": utcnow(), "decision_reason": decision.reason,
+        }
         audit_data: dict[str, object] = {"channel": decision.channel, "reason": decision.reason,
                                          "policy": self.policy.label}
         if decision.verdict == "reject":
