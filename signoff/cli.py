@@ -132,18 +132,16 @@ def triage(
     settings = _settings()
     try:
         with open_runtime(settings) as rt:
-            items: list[Any]
-            if file is not None:
-                rt.runner.services.reader = None
-                items = list(read_ticket_file(file))
-            else:
-                items = list(ticket or untriaged_ticket_ids(rt.reader, limit=limit))
+            items: list[Any] = read_ticket_file(file) if file is not None else list(
+                ticket or untriaged_ticket_ids(rt.reader, limit=limit))
+            if limit:
+                items = items[:limit]
             rt.runner.services.classifier.version  # noqa: B018 - load the model (or fail) before the loop
             results = []
             with _progress() as progress:
                 task = progress.add_task("triage", total=len(items))
                 for item in items:
-                    results.append(rt.runner.run(item))
+                    results.append(rt.runner.report(item) if file is not None else rt.runner.run(item))
                     progress.advance(task)
             _print_triage(results)
             pending = rt.store.find(states=("pending",))
@@ -166,9 +164,10 @@ def _print_triage(results: list[Any]) -> None:
         if t is None:
             table.add_row(ticket, f"[red]{status}[/]", "", "", "", r.error or "")
             continue
-        note = f"{len(t.proposal_ids)} proposal(s)" if t.proposal_ids else ""
-        note = "; ".join([note, *t.reasons]) if t.reasons else note
-        style = {"proposed": "green", "needs_human": "yellow", "skipped": "dim", "duplicate": "dim"}[status]
+        note = "; ".join(filter(None, [f"{len(t.proposal_ids)} proposal(s)" if t.proposal_ids else "",
+                                       *t.reasons]))
+        style = {"proposed": "green", "needs_human": "yellow", "skipped": "dim", "duplicate": "dim",
+                 "report": "cyan"}[status]
         table.add_row(ticket, f"[{style}]{status}[/]", f"{t.category.label} ({t.category.confidence:.2f})",
                       t.team, PRIORITY_NAMES[t.priority], note)
     console.print(table)

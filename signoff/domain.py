@@ -103,7 +103,8 @@ class Triage(BaseModel):
     priority: PriorityCode
     priority_reason: str
     screen: ScreenResult
-    outcome: Literal["proposed", "needs_human", "skipped"] = "proposed"
+    outcome: Literal["proposed", "needs_human", "skipped", "report"] = "proposed"
+    """``report``: a ticket from a file, classified only (it has no Odoo record to write to)."""
     reasons: list[str] = Field(default_factory=list)
     """Why fields went to a human instead of a proposal."""
     proposal_ids: list[str] = Field(default_factory=list)

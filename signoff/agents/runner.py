@@ -36,6 +36,7 @@ class TriageRunner:
     def __init__(self, services: TriageServices, checkpointer: BaseCheckpointSaver[Any]) -> None:
         self.services = services
         self.graph = build_graph().compile(checkpointer=checkpointer)
+        self._report_graph = build_graph().compile()
 
     @staticmethod
     def _config(thread_id: str) -> RunnableConfig:
@@ -80,6 +81,14 @@ class TriageRunner:
                                        {"error": f"{type(exc).__name__}: {exc}"}, thread_id=thread_id)
             return RunResult(thread_id, "failed", error=f"{type(exc).__name__}: {exc}")
         return self._result(thread_id, out, "__interrupt__" in out)
+
+    def report(self, ticket: Ticket) -> RunResult:
+        """Classify a ticket that has no Odoo record (from a file): nothing proposed, nothing checkpointed."""
+        try:
+            out = self._report_graph.invoke({"ticket": ticket.model_dump(mode="json")}, context=self.services)
+        except SignoffError as exc:
+            return RunResult(ticket.thread_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        return self._result(ticket.thread_id, out, False)
 
     def resume_if_ready(self, thread_id: str, *, actor: str = "system") -> RunResult | None:
         """Resume a paused run once none of its proposals is pending; None if not ready or not paused."""

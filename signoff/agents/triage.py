@@ -207,9 +207,8 @@ def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
         wanted.append(_proposal(svc, ticket, "ticket.set_priority", {"priority": priority}, ticket.priority,
                                 None, f"priority {PRIORITY_NAMES[priority]}: {priority_reason}", [],
                                 prediction.model_version))
-    if svc.reader is None:
-        reasons.append("tickets from a file have no Odoo record: report only, nothing proposed")
-        wanted = []
+    if ticket.db == "file":
+        wanted = []  # no Odoo record to write to: a report only
 
     ids: list[str] = []
     for proposal in wanted:
@@ -221,8 +220,8 @@ def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
                               "current": stored.current, "confidence": stored.confidence,
                               "approvers": stored.approver_group, "policy": policy.label,
                               "model": stored.model_version}, thread_id=ticket.thread_id)
-    outcome: Literal["proposed", "needs_human", "skipped"] = (
-        "proposed" if ids else "needs_human" if reasons else "skipped"
+    outcome: Literal["proposed", "needs_human", "skipped", "report"] = (
+        "report" if ticket.db == "file" else "proposed" if ids else "needs_human" if reasons else "skipped"
     )
     triage = Triage(
         ticket_id=ticket.id, thread_id=ticket.thread_id, category=prediction, team=team, team_reason=team_reason,
@@ -232,7 +231,7 @@ def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
     svc.audit.append("triage.decided", ticket.thread_id, AGENT,
                      {"outcome": outcome, "reasons": reasons, "proposals": ids, "policy": policy.label,
                       "model": prediction.model_version}, thread_id=ticket.thread_id)
-    if reasons:
+    if reasons and outcome != "report":
         svc.audit.append("run.needs_human", ticket.thread_id, AGENT, {"reasons": reasons},
                          thread_id=ticket.thread_id)
     return {"triage": triage.model_dump(mode="json"), "proposal_ids": ids}
