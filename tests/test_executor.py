@@ -1,0 +1,162 @@
+"""The executor's logic: claim, retry with backoff, exception queue, reconciliation, one writer.
+
+Unit tests over the in-memory Odoo (same ORM as the stand-in, no socket); the real-socket twins of
+these paths are in tests/test_triage.py (crash and recovery across processes, concurrent approvals).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from signoff.domain import Proposal, proposal_id
+from signoff.errors import ExecutionError, OdooConnectionError
+from signoff.guardrails.audit import InMemoryAuditLog
+from signoff.guardrails.executor import Executor
+from signoff.guardrails.store import InMemoryApprovalStore
+from signoff.integrations.odoo import InMemoryOdoo, OdooWriter
+
+
+class FlakyWriter:
+    """Wraps a writer; its first ``failures`` writes raise the given error."""
+
+    def __init__(self, inner: OdooWriter, failures: int, error: Exception | None = None) -> None:
+        self.inner, self.failures = inner, failures
+        self.error = error or OdooConnectionError("connection refused", name=None)
+        self.writes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def write(self, model: str, ids: Sequence[int], vals: Mapping[str, Any]) -> bool:
+        if self.failures > 0:
+            self.failures -= 1
+            raise self.error
+        self.writes += 1
+        return self.inner.write(model, ids, vals)
+
+
+@pytest.fixture
+def odoo() -> InMemoryOdoo:
+    return InMemoryOdoo.seeded(n_history=10, n_new=2, n_contracts=0)
+
+
+def a_ticket(odoo: InMemoryOdoo) -> int:
+    return int(odoo.search_read("helpdesk.ticket", [], ["id"], limit=1)[0]["id"])
+
+
+def approved(store: InMemoryApprovalStore, ticket: int, priority: str = "3") -> Proposal:
+    args = {"priority": priority}
+    p = Proposal(id=proposal_id("t", "ticket.set_priority", "helpdesk.ticket", ticket, args), thread_id="t",
+                 action="ticket.set_priority", target_model="helpdesk.ticket", target_id=ticket, args=args,
+                 approver_group="support-leads", state="approved")
+    store.add(p)
+    return p
+
+
+def make(odoo: InMemoryOdoo, writer: Any, **kw: Any) -> tuple[Executor, InMemoryApprovalStore, InMemoryAuditLog]:
+    store, audit = InMemoryApprovalStore(), InMemoryAuditLog()
+    sleeps: list[float] = []
+    return Executor(store, audit, lambda: writer, sleep=sleeps.append, **kw), store, audit
+
+
+def test_pending_is_never_written(odoo: InMemoryOdoo) -> None:
+    writer = FlakyWriter(odoo.writer(), 0)
+    executor, store, _ = make(odoo, writer)
+    p = approved(store, a_ticket(odoo))
+    store.transition(p.id, ("approved",), state="pending")
+    with pytest.raises(ExecutionError, match="not approved"):
+        executor.execute(p.id)
+    assert writer.writes == 0
+
+
+def test_connection_errors_retry_with_backoff_then_succeed(odoo: InMemoryOdoo) -> None:
+    writer = FlakyWriter(odoo.writer(), 2)
+    executor, store, audit = make(odoo, writer, max_attempts=3)
+    p = approved(store, a_ticket(odoo))
+    done = executor.execute(p.id)
+    assert done.state == "executed" and done.attempts == 3 and writer.writes == 1
+    assert [e.kind for e in audit.trail(p.id)].count("execution.retry") == 2
+    assert odoo.read("helpdesk.ticket", [p.target_id], ["priority"])[0]["priority"] == "3"
+    assert executor.execute(p.id).state == "executed" and writer.writes == 1, "executing again is a no-op"
+
+
+def test_exhausted_retries_land_in_the_exception_queue(odoo: InMemoryOdoo) -> None:
+    writer = FlakyWriter(odoo.writer(), 10)
+    executor, store, audit = make(odoo, writer, max_attempts=2)
+    p = approved(store, a_ticket(odoo))
+    failed = executor.execute(p.id)
+    assert failed.state == "failed" and "connection refused" in (failed.error or "")
+    assert [x.id for x in store.find(states=("failed",))] == [p.id]
+    assert audit.trail(p.id)[-1].kind == "execution.failed"
+    writer.failures = 0
+    assert executor.retry(p.id, "cli:lead").state == "executed"
+    assert writer.writes == 1
+
+
+def test_a_business_error_fails_at_once_and_can_be_cancelled(odoo: InMemoryOdoo) -> None:
+    from signoff.errors import OdooValidationError
+
+    writer = FlakyWriter(odoo.writer(), 1, OdooValidationError("priority is locked", name="ValidationError"))
+    executor, store, audit = make(odoo, writer, max_attempts=5)
+    p = approved(store, a_ticket(odoo))
+    assert executor.execute(p.id).state == "failed"
+    assert "execution.retry" not in [e.kind for e in audit.trail(p.id)]
+    assert executor.cancel(p.id, "cli:lead", "not needed").state == "cancelled"
+    with pytest.raises(ExecutionError, match="exception queue"):
+        executor.retry(p.id, "cli:lead")
+
+
+@pytest.mark.parametrize("already_written", [True, False])
+def test_stale_execution_is_reconciled_by_reading_back(odoo: InMemoryOdoo, already_written: bool) -> None:
+    writer = FlakyWriter(odoo.writer(), 0)
+    executor, store, audit = make(odoo, writer, stale_after=0)
+    p = approved(store, a_ticket(odoo))
+    store.transition(p.id, ("approved",), state="executing", attempts=1)  # a worker died here
+    if already_written:
+        odoo.writer().write("helpdesk.ticket", [p.target_id], {"priority": "3"})
+    done = executor.execute(p.id)
+    assert done.state == "executed"
+    assert writer.writes == (0 if already_written else 1)
+    assert bool((done.result or {}).get("reconciled")) is already_written
+
+
+def test_a_fresh_execution_elsewhere_is_left_alone(odoo: InMemoryOdoo) -> None:
+    writer = FlakyWriter(odoo.writer(), 0)
+    executor, store, _ = make(odoo, writer, stale_after=3600)
+    p = approved(store, a_ticket(odoo))
+    store.transition(p.id, ("approved",), state="executing", attempts=1)
+    assert executor.execute(p.id).state == "executing" and writer.writes == 0
+
+
+def test_concurrent_executions_write_once(odoo: InMemoryOdoo) -> None:
+    writer = FlakyWriter(odoo.writer(), 0)
+    executor, store, _ = make(odoo, writer)
+    p = approved(store, a_ticket(odoo))
+    barrier = threading.Barrier(6)
+
+    def run() -> None:
+        barrier.wait()
+        executor.execute(p.id)
+
+    threads = [threading.Thread(target=run) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert writer.writes == 1 and store.get(p.id).state == "executed"
+
+
+def test_unknown_category_fails_without_writing(odoo: InMemoryOdoo) -> None:
+    writer = FlakyWriter(odoo.writer(), 0)
+    executor, store, _ = make(odoo, writer)
+    args = {"category": "no_such_category"}
+    p = Proposal(id="p_x", thread_id="t", action="ticket.set_category", target_model="helpdesk.ticket",
+                 target_id=a_ticket(odoo), args=args, approver_group="support-leads", state="approved")
+    store.add(p)
+    failed = executor.execute(p.id)
+    assert failed.state == "failed" and "no helpdesk.ticket.category named" in (failed.error or "")
+    assert writer.writes == 0
