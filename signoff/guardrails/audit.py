@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from signoff.domain import AuditEvent, canonical_json, utcnow
 from signoff.errors import AuditIntegrityError
-from signoff.guardrails.store import sqlite_connection
+from signoff.guardrails.store import SqliteFile
 
 GENESIS = "0" * 64
 
@@ -80,14 +80,14 @@ def _row_to_event(row: tuple[Any, ...]) -> AuditEvent:
 class SqliteAuditLog:
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite_connection(path) as conn:
+        self.db = SqliteFile(path)
+        with self.db.connect() as conn:
             conn.executescript(_SCHEMA)
 
     def append(self, kind: str, subject: str, actor: str, data: dict[str, Any] | None = None, *,
                thread_id: str | None = None) -> AuditEvent:
         data = json.loads(canonical_json(data or {}))
-        with sqlite_connection(self.path, write=True) as conn:
+        with self.db.connect(write=True) as conn:
             last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
             at = utcnow()
@@ -102,7 +102,7 @@ class SqliteAuditLog:
 
     def trail(self, subject: str | None = None) -> list[AuditEvent]:
         cols = "seq, at, kind, subject, actor, data, prev_hash, hash"
-        with sqlite_connection(self.path) as conn:
+        with self.db.connect() as conn:
             if subject is None:
                 rows = conn.execute(f"SELECT {cols} FROM audit ORDER BY seq").fetchall()
             else:
