@@ -54,5 +54,10 @@ bench: install-dev ## Accuracy and speed figures (minutes; reads ../shared/data)
 	$(BIN)/python bench/classifier_speed.py
 	$(BIN)/python bench/graph_throughput.py
 
+EVAL_SUITES ?= evals/triage-bitext.yaml evals/triage-banking77.yaml evals/triage-clinc150.yaml
+
+evals: install ## Full eval suites (Bitext, BANKING77, CLINC150), gated on evals/baselines; reports in evals/reports
+	$(BIN)/signoff eval $(EVAL_SUITES) --json evals/reports --html evals/reports --recommend-thresholds
+
 clean: ## Remove local state (.signoff) and caches, keep .venv
 	rm -rf .signoff .pytest_cache .mypy_cache .ruff_cache

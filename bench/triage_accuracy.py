@@ -26,7 +26,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from signoff.config import get_settings
-from signoff.llm.classifier import TextClassifier, expected_calibration_error
+from signoff.evals.metrics import (
+    accuracy,
+    expected_calibration_error,
+    in_scope_accuracy,
+    macro_f1,
+    oos_recall,
+    selective,
+)
+from signoff.llm.classifier import TextClassifier
 from signoff.llm.embeddings import MODEL_VERSION, Embedder
 
 PUBLISHED = {
@@ -61,25 +69,23 @@ def warm_cache(embedder: Embedder, texts: list[str], cache_dir: Path, key: str) 
 
 
 def classification_report(clf: TextClassifier, texts: list[str], gold: np.ndarray) -> dict[str, Any]:
-    from sklearn.metrics import accuracy_score, f1_score
-
     proba = clf.predict_proba(texts)
     pred = clf.classes_[proba.argmax(1)]
     conf = proba.max(1)
     correct = pred == gold
-    selective = {}
+    selective_at: dict[str, Any] = {}
     for t in SELECTIVE_THRESHOLDS:
-        keep = conf >= t
-        selective[str(t)] = {
-            "coverage": round(float(keep.mean()), 4),
-            "accuracy_accepted": round(float(correct[keep].mean()), 4) if keep.any() else None,
+        coverage, accepted_acc = selective(conf, correct, t)
+        selective_at[str(t)] = {
+            "coverage": round(coverage, 4),
+            "accuracy_accepted": round(accepted_acc, 4) if coverage > 0 else None,
         }
     return {
         "n_test": len(texts),
-        "accuracy": round(float(accuracy_score(gold, pred)), 4),
-        "macro_f1": round(float(f1_score(gold, pred, average="macro")), 4),
+        "accuracy": round(accuracy(gold, pred), 4),
+        "macro_f1": round(macro_f1(gold, pred), 4),
         "ece": round(expected_calibration_error(conf, correct), 4),
-        "selective": selective,
+        "selective": selective_at,
     }
 
 
@@ -112,9 +118,9 @@ def intent_dataset(name: str, data: Path, embedder: Embedder, cache: Path, offic
 
 
 def oos_scores(pred: np.ndarray, conf: np.ndarray, gold: np.ndarray, t: float) -> tuple[float, float]:
-    routed = np.where(conf < t, "oos", pred)
-    ins = gold != "oos"
-    return float((routed[ins] == gold[ins]).mean()), float((routed[~ins] == "oos").mean())
+    """(in-scope accuracy, oos recall) when queries below ``t`` are routed to "out of scope"."""
+    return (in_scope_accuracy(gold, pred, conf, oos_label="oos", threshold=t),
+            oos_recall(gold, pred, conf, oos_label="oos", threshold=t))
 
 
 def choose_threshold(

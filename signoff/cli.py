@@ -472,5 +472,23 @@ def _mount_sandbox() -> None:
 
 _mount_sandbox()
 
+
+def _mount_server() -> None:
+    from signoff.server.cli import serve
+
+    app.command("serve")(serve)
+
+
+_mount_server()
+
+
+def _mount_evals() -> None:
+    from signoff.evals.cli import eval_command
+
+    app.command("eval")(eval_command)
+
+
+_mount_evals()
+
 if __name__ == "__main__":
     app()

@@ -70,6 +70,20 @@ class Settings(BaseSettings):
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_api_base_url: str = "https://slack.com/api/"
+    """Slack Web API base URL; must end with ``/`` (the Slack stand-in's ``.../api/`` in tests and demos)."""
+    slack_approvals_channel: str = "approvals"
+    """Channel (name or id) where approval messages for ``channel: slack`` actions are posted."""
+
+    # Server ----------------------------------------------------------------------------------------
+    webhook_secret: SecretStr | None = None
+    """Shared secret of ``POST /webhooks/odoo`` (header ``X-Signoff-Webhook-Secret`` or ``?token=``).
+    Unset: the webhook endpoint refuses every call (503)."""
+    api_token: SecretStr | None = None
+    """Bearer token of the approvals REST API (``/api/...``). Unset: the API refuses every call (503)."""
+    server_workers: int = 4
+    """Threads that run triage, resumes and Slack follow-ups off the event loop."""
+    sweep_seconds: float = 30.0
+    """How often the server expires overdue proposals, sends reminders and resumes decided runs (0: never)."""
 
     log_level: str = "WARNING"
     fault_injection: str | None = None

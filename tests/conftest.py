@@ -8,18 +8,29 @@ Odoo:
 * ``settings``: :class:`~signoff.config.Settings` with ``data_dir=tmp_path`` pointing at ``odoo_standin``;
 * ``odoo_reader`` / ``odoo_writer``: the real clients (agent / executor) logged in to ``odoo_standin``;
 * ``memory_odoo``: an :class:`~signoff.integrations.odoo.InMemoryOdoo` seeded with the same sample.
+
+Models and policy:
+* ``model_dir``: a triage model trained once per session on a spread of real labelled tickets;
+* :func:`write_policy`: the packaged policy with test thresholds (and, optionally, another channel).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from signoff.config import Settings
+from signoff.guardrails.policy import DEFAULT_POLICY_PATH
 from signoff.integrations.odoo import InMemoryOdoo, OdooWriter, ReadOnlyOdoo
+from signoff.llm.training import load_labelled_jsonl, train
 from signoff.sandbox.odoo import OdooStandIn
 from signoff.sandbox.seed import seed
 
@@ -93,3 +104,156 @@ def memory_odoo() -> InMemoryOdoo:
     return InMemoryOdoo.seeded(
         public_data_dir(), n_history=TEST_HISTORY, n_new=TEST_NEW, n_contracts=TEST_CONTRACTS
     )
+
+
+SAMPLE = Path(__file__).resolve().parent.parent / "signoff" / "sandbox" / "sample_tickets.jsonl"
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A triage model trained once per session on a spread of real labelled tickets."""
+    source = public_data_dir() / "tickets" / "bitext_dev.jsonl"
+    texts, labels = load_labelled_jsonl(source if source.exists() else SAMPLE)
+    step = max(1, len(texts) // 800)
+    out = tmp_path_factory.mktemp("models")
+    train(texts[::step], labels[::step], out)
+    return out
+
+
+def write_policy(path: Path, min_confidence: float, *, channel: str | None = None,
+                 **action_overrides: object) -> Path:
+    """The packaged policy with ``min_confidence`` for the model-gated actions; ``channel`` and other
+    keys (``expires``, ``remind``) for every ticket action when given."""
+    policy = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
+    for name in ("ticket.set_category", "ticket.set_team"):
+        policy["actions"][name]["min_confidence"] = min_confidence
+    for rule in policy["actions"].values():
+        if channel is not None:
+            rule["channel"] = channel
+        rule.update(action_overrides)
+    path.write_text(yaml.safe_dump(policy))
+    return path
+
+
+# --- a live Signoff server (uvicorn on a free port, in a thread) ------------------------------------
+
+
+class LiveServer:
+    """uvicorn serving ``app`` on a free 127.0.0.1 port in a thread (lifespan included)."""
+
+    def __init__(self, app: object) -> None:
+        import socket
+
+        import uvicorn
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))  # type: ignore[arg-type]
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def start(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.sock.close()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+WEBHOOK_SECRET = "hook-secret-for-tests"
+API_TOKEN = "api-token-for-tests"
+LEAD = "U024BE7LH"  # slack:U024BE7LH is in support-leads in the packaged policy
+OUTSIDER = "U0MALLORY"
+
+
+@dataclass
+class Live:
+    """A running server, its services, the Slack stand-in it talks to, and an authenticated client."""
+
+    url: str
+    settings: Settings
+    app: Any
+    slack: Any
+    http: Any
+
+    @property
+    def svc(self) -> Any:
+        return self.app.state.services
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {API_TOKEN}", **kwargs.pop("headers", {})}
+        return self.http.request(method, self.url + path, headers=headers, **kwargs)
+
+    def webhook(self, ticket_id: int, **extra: Any) -> Any:
+        return self.http.post(self.url + "/webhooks/odoo", headers={"X-Signoff-Webhook-Secret": WEBHOOK_SECRET},
+                              json={"_model": "helpdesk.ticket", "_id": ticket_id, "_action": "Notify(#1)", **extra})
+
+    def wait_run(self, thread: str, timeout: float = 30.0) -> dict[str, Any]:
+        def settled() -> dict[str, Any] | None:
+            body = self.api("GET", f"/api/runs/{thread}").json()
+            return body if body["status"] in ("paused", "done") else None
+
+        return wait_for(settled, timeout, f"run {thread}")  # type: ignore[return-value]
+
+
+@pytest.fixture
+def start_server(settings: Settings, model_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Live]]:
+    """Start Signoff (uvicorn, real sockets) with a Slack stand-in; policy overrides as keyword arguments."""
+    import httpx
+    from pydantic import SecretStr
+
+    from signoff.sandbox.slack import SlackStandIn
+    from signoff.server.app import create_app
+
+    started: list[tuple[LiveServer, Any, Any]] = []
+
+    def start(channel: str = "slack", **policy: Any) -> Live:
+        slack = SlackStandIn().start()
+        live_settings = settings.model_copy(update={
+            "model_dir": model_dir,
+            "policy_path": write_policy(tmp_path / f"policy-{len(started)}.yaml", 0.0, channel=channel, **policy),
+            "executor_stale_seconds": 0.0,
+            "webhook_secret": SecretStr(WEBHOOK_SECRET),
+            "api_token": SecretStr(API_TOKEN),
+            "slack_bot_token": SecretStr(slack.token),
+            "slack_signing_secret": SecretStr(slack.signing_secret),
+            "slack_api_base_url": slack.api_url,
+            "sweep_seconds": 0.0,
+        })
+        app = create_app(live_settings)
+        server = LiveServer(app).start()
+        slack.app_url = server.url + "/slack/events"
+        http = httpx.Client(timeout=30.0, trust_env=False)
+        started.append((server, slack, http))
+        return Live(server.url, live_settings, app, slack, http)
+
+    yield start
+    for server, slack, http in started:
+        http.close()
+        server.stop()
+        slack.stop()
+
+
+def new_ticket_ids(live: Live) -> list[int]:
+    from signoff.tools.tickets import untriaged_ticket_ids
+
+    return untriaged_ticket_ids(live.svc.rt.reader)

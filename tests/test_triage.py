@@ -15,42 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from conftest import write_policy
 
 from signoff.agents.services import Runtime, open_runtime
 from signoff.config import Settings
 from signoff.domain import Decision, Prediction
 from signoff.errors import AlreadyDecided, InvalidDecision, NotAuthorised
-from signoff.guardrails.policy import DEFAULT_POLICY_PATH
 from signoff.llm.classifier import TextClassifier
-from signoff.llm.training import load_labelled_jsonl, train
 from signoff.sandbox.odoo import OdooStandIn
 
 
 def public_data_dir() -> Path:
     return Settings(_env_file=None).public_data_dir  # type: ignore[call-arg]
-
-
-SAMPLE = Path(__file__).resolve().parent.parent / "signoff" / "sandbox" / "sample_tickets.jsonl"
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A triage model trained once per session on a spread of real labelled tickets."""
-    source = public_data_dir() / "tickets" / "bitext_dev.jsonl"
-    texts, labels = load_labelled_jsonl(source if source.exists() else SAMPLE)
-    step = max(1, len(texts) // 800)
-    out = tmp_path_factory.mktemp("models")
-    train(texts[::step], labels[::step], out)
-    return out
-
-
-def write_policy(path: Path, min_confidence: float) -> Path:
-    policy = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
-    for name in ("ticket.set_category", "ticket.set_team"):
-        policy["actions"][name]["min_confidence"] = min_confidence
-    path.write_text(yaml.safe_dump(policy))
-    return path
 
 
 @pytest.fixture

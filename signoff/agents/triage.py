@@ -160,6 +160,12 @@ def _threshold(min_confidence: float | None) -> float:
     return 1.0 + 1e-9 if min_confidence is None else min_confidence
 
 
+def confident_enough(confidence: float, min_confidence: float | None) -> bool:
+    """The decide step's gate: propose at or above the action's threshold, else a human triages.
+    The eval runner (``signoff eval``) calls this very function, so its coverage is the graph's."""
+    return confidence >= _threshold(min_confidence)
+
+
 def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
     """Policy thresholds per field and action: above, a proposal; below, a human with the reason."""
     svc = runtime.context
@@ -172,7 +178,7 @@ def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
         reasons.append("possible prompt injection in the ticket: " + "; ".join(screened.injection[:3]))
 
     category_rule = policy.action("ticket.set_category")
-    confident = prediction.confidence >= _threshold(category_rule.min_confidence)
+    confident = confident_enough(prediction.confidence, category_rule.min_confidence)
     team, team_reason = policy.routing.team_for(prediction.label)
     # Text that addresses the AI is untrusted: its urgency words must not raise the priority.
     priority, priority_reason = decide_priority(
@@ -199,7 +205,7 @@ def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
                                     ticket.category, prediction.confidence, why, evidence,
                                     prediction.model_version))
         team_rule = policy.action("ticket.set_team")
-        if team != ticket.team and prediction.confidence >= _threshold(team_rule.min_confidence):
+        if team != ticket.team and confident_enough(prediction.confidence, team_rule.min_confidence):
             wanted.append(_proposal(svc, ticket, "ticket.set_team", {"team": team}, ticket.team,
                                     prediction.confidence, f"{team_reason}; {why}", evidence,
                                     prediction.model_version))

@@ -51,6 +51,7 @@ import numpy as np
 
 from signoff.domain import Neighbour, Prediction, canonical_json, utcnow
 from signoff.errors import DataError, ModelError, ModelNotTrained
+from signoff.evals.metrics import expected_calibration_error
 from signoff.llm.embeddings import MODEL_VERSION, Embedder, get_embedder, sha256_file
 
 log = logging.getLogger(__name__)
@@ -65,25 +66,13 @@ _NEIGH_TXT_FILE = "neighbours.json"
 _LATEST_FILE = "LATEST"
 
 
+__all__ = ["TextClassifier", "data_sha256", "expected_calibration_error"]
+
+
 def data_sha256(texts: Sequence[str], labels: Sequence[str]) -> str:
     """sha256 of the canonical (sorted) list of ``[text, label]`` pairs: order-independent."""
     pairs = sorted([t, y] for t, y in zip(texts, labels, strict=True))
     return hashlib.sha256(canonical_json(pairs).encode("utf-8")).hexdigest()
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, *, n_bins: int = 15) -> float:
-    """ECE with equal-width confidence bins: Σ_b |B|/n · |accuracy(B) − mean confidence(B)|."""
-    confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=np.float64)
-    if confidence.size == 0:
-        return float("nan")
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        in_bin = (confidence > lo) & (confidence <= hi) if lo > 0 else (confidence >= lo) & (confidence <= hi)
-        if in_bin.any():
-            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return float(ece)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

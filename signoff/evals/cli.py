@@ -1,0 +1,152 @@
+"""``signoff eval``: run prompt-regression suites, report, bless baselines, gate a release."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from signoff.config import get_settings
+from signoff.errors import SignoffError
+
+console = Console()
+err = Console(stderr=True)
+
+#: exit code of a gate failure (a significant regression beyond tolerance)
+EXIT_REGRESSION = 1
+#: exit code of a suite, data, model or policy error
+EXIT_ERROR = 2
+
+
+def _is_dir(target: Path) -> bool:
+    """An existing directory, or a path without a file suffix (``evals/reports``)."""
+    return target.is_dir() or not target.suffix
+
+
+def _out_path(target: Path | None, suite: str, suffix: str, many: bool) -> Path | None:
+    """A directory (see :func:`_is_dir`) gets ``<suite><suffix>``; with several suites a file name gets
+    ``-<suite>`` before its suffix; otherwise the path as given."""
+    if target is None:
+        return None
+    if _is_dir(target):
+        return target / f"{suite}{suffix}"
+    return target.with_name(f"{target.stem}-{suite}{target.suffix}") if many else target
+
+
+def eval_command(
+    suites: Annotated[list[str], typer.Argument(
+        help="Suite files, or names of suites in ./evals (e.g. smoke, triage-banking77).")],
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", help="Write the results as JSON (a directory, i.e. no .json suffix: <suite>.json each).")] = None,
+    html_out: Annotated[Path | None, typer.Option(
+        "--html", help="Write one self-contained HTML report (a directory: <suite>.html each).")] = None,
+    bless: Annotated[bool, typer.Option(
+        "--bless", help="Store this run as the suite's baseline (<baseline dir>/<suite>.json); no gate.")] = False,
+    baseline_dir: Annotated[Path | None, typer.Option(
+        "--baseline-dir", help="Where baselines live; default: baselines/ next to each suite file.")] = None,
+    recommend_thresholds: Annotated[bool, typer.Option(
+        "--recommend-thresholds", help="Recommend min_confidence per action for --target-precision.")] = False,
+    target_precision: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Precision the recommended thresholds must reach.")] = 0.95,
+    calibration: Annotated[str, typer.Option(
+        help="Calibration set for thresholds: 'dev' (held-out 20% of the training data) or 'suite'.")] = "dev",
+    per_class: Annotated[bool, typer.Option(
+        "--per-class", help="Also recommend a threshold per predicted class (report only).")] = False,
+    write_policy: Annotated[Path | None, typer.Option(
+        "--write-policy", help="Write the recommended thresholds into this policy YAML "
+        "(ticket.set_category / ticket.set_team min_confidence; the rest kept, comments lost).")] = None,
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", help="Ignore a previous partial run of the same suite/model/data and score from scratch.")
+    ] = False,
+) -> None:
+    """Run eval suites: score every case with the real agent step, report metrics, gate on baselines.
+
+    Each suite is compared case by case with its blessed baseline (McNemar for accuracy, paired
+    bootstrap otherwise). Exit code 1 when a metric got significantly worse by more than the suite's
+    tolerance (the message names it), 2 on a suite/data/model error, 0 otherwise. An interrupted run
+    resumes where it stopped when run again.
+    """
+    from signoff.evals.gate import baseline_path, compare, load_baseline
+    from signoff.evals.gate import bless as store_baseline
+    from signoff.evals.report import print_summary, render_html
+    from signoff.evals.runner import run_suite
+    from signoff.evals.suite import find_suite, load_suite
+    from signoff.evals.thresholds import recommend
+    from signoff.evals.thresholds import write_policy as write_policy_file
+
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if calibration not in ("dev", "suite"):
+        raise typer.BadParameter("--calibration must be 'dev' or 'suite'")
+    if write_policy is not None and not recommend_thresholds:
+        raise typer.BadParameter("--write-policy needs --recommend-thresholds")
+    docs: list[dict[str, Any]] = []
+    regressions: list[str] = []
+    many = len(suites) > 1
+    try:
+        loaded = [load_suite(find_suite(s)) for s in suites]
+        for suite in loaded:
+            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=console, transient=True) as bar:
+                task = bar.add_task(suite.name, total=None)
+
+                def progress(stage: str, done: int, total: int, task: Any = task, name: str = suite.name) -> None:
+                    bar.update(task, description=f"{name}: {stage}", completed=done, total=total)
+
+                run = run_suite(suite, settings, progress=progress, fresh=fresh)
+            doc = run.to_json()
+            bdir = baseline_dir or suite.directory / "baselines"
+            bpath = baseline_path(bdir, suite.name)
+            if recommend_thresholds:
+                with console.status(f"{suite.name}: recommending thresholds"):
+                    doc["recommendation"] = recommend(run, settings, target=target_precision,
+                                                      per_class=per_class, source=calibration)
+            if bless:
+                path = store_baseline(run, bdir)
+                doc["baseline_note"] = f"blessed as the baseline: {path}"
+            else:
+                base = load_baseline(bpath)
+                if base is None:
+                    doc["baseline_note"] = f"no baseline at {bpath}: not gated (bless one with --bless)"
+                else:
+                    with console.status(f"{suite.name}: comparing with the baseline"):
+                        cmp_ = compare(run, base)
+                    doc["comparison"] = cmp_.to_json()
+                    regressions += [f"{suite.name}: {c.describe()}" for c in cmp_.regressions]
+            print_summary(console, doc)
+            docs.append(doc)
+            out = _out_path(json_out, suite.name, ".json", many)
+            if out is not None:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+                console.print(f"wrote {out}")
+            if html_out is not None and _is_dir(html_out):
+                hp = _out_path(html_out, suite.name, ".html", many)
+                assert hp is not None
+                hp.parent.mkdir(parents=True, exist_ok=True)
+                hp.write_text(render_html([doc]), encoding="utf-8")
+                console.print(f"wrote {hp}")
+        if html_out is not None and not _is_dir(html_out):
+            html_out.parent.mkdir(parents=True, exist_ok=True)
+            html_out.write_text(render_html(docs), encoding="utf-8")
+            console.print(f"wrote {html_out}")
+        if write_policy is not None:
+            recs = [d["recommendation"] for d in docs if "recommendation" in d]
+            if len(recs) != 1:
+                raise typer.BadParameter("--write-policy takes exactly one suite")
+            written = write_policy_file(write_policy, recs[0])
+            console.print(f"wrote {write_policy}: " + ", ".join(f"{a} min_confidence {v}" for a, v in written.items())
+                          + " (YAML comments in that file are not preserved)")
+    except SignoffError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(EXIT_ERROR) from exc
+    if regressions:
+        for line in regressions:
+            err.print(f"[bold red]regression:[/] {line}")
+        err.print(f"[bold red]gate failed:[/] {len(regressions)} metric(s) regressed beyond tolerance")
+        raise typer.Exit(EXIT_REGRESSION)

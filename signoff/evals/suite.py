@@ -1,0 +1,248 @@
+"""Eval suites: YAML files (in ``/evals`` at the repository root) naming an agent, data, metrics, tolerances.
+
+A suite, for shape::
+
+    name: triage-banking77              # baselines are stored as baselines/<name>.json
+    agent: triage                       # only the triage agent's classify + decide step for now
+    dataset:                            # the cases to score
+      path: tickets/banking77_test.jsonl   # relative to the suite file, else to SIGNOFF_PUBLIC_DATA_DIR
+      text_field: text
+      label_field: intent
+      id_field: id                      # pairs cases with the baseline; row number when absent
+      limit: 150                        # optional, with sample: spread (default) | first | random
+    train:                              # the history the embedded model is fitted on (same keys) ...
+      path: tickets/banking77_dev.jsonl
+    # model: default                    # ... or a trained model: "default" (the models dir) or a path
+    threshold: null                     # default: the policy's ticket.set_category min_confidence
+    policy: null                        # default: SIGNOFF_POLICY_PATH, else the packaged policy
+    oos_label: null                     # e.g. oos (CLINC150): adds oos_recall
+    metrics: [accuracy, macro_f1, ece, brier, coverage, selective_accuracy]
+    tolerances: {accuracy: 0.01, ece: 0.02}   # gate: worse by more than this AND significant -> fail
+    alpha: 0.05                         # significance level of the paired tests
+    batch_size: 256
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from signoff.domain import canonical_json
+from signoff.errors import DataError
+
+#: Headline metrics (the names ``--json`` uses) and whether higher is better.
+METRICS: dict[str, bool] = {
+    "accuracy": True,
+    "macro_f1": True,
+    "ece": False,
+    "brier": False,
+    "coverage": True,
+    "selective_accuracy": True,
+    "oos_recall": True,
+    "span_f1": True,
+    "precision_at_80_recall": True,
+    "roc_auc": True,
+    "pr_auc": True,
+}
+#: Secondary figures a tolerance may also name.
+SECONDARY: dict[str, bool] = {
+    "in_scope_accuracy": True,
+    "team_accuracy": True,
+    "aurc": False,
+}
+DIRECTION: dict[str, bool] = METRICS | SECONDARY
+TRIAGE_METRICS = ["accuracy", "macro_f1", "ece", "brier", "coverage", "selective_accuracy", "oos_recall"]
+
+
+class DataRef(BaseModel):
+    """A labelled JSONL or CSV file and the fields to read from it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    text_field: str = "text"
+    label_field: str = "intent"
+    id_field: str | None = "id"
+    limit: int | None = Field(default=None, gt=0)
+    sample: Literal["spread", "first", "random"] = "spread"
+    """``spread``: evenly spaced rows (the files are sorted by label); ``random``: seeded."""
+    seed: int = 0
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    agent: Literal["triage"]
+    description: str = ""
+    dataset: DataRef
+    train: DataRef | None = None
+    model: str | None = None
+    """``default`` (the models dir, i.e. what ``signoff train`` produced) or a model directory."""
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    policy: str | None = None
+    oos_label: str | None = None
+    metrics: list[str] = Field(default_factory=lambda: list(TRIAGE_METRICS))
+    tolerances: dict[str, float] = Field(default_factory=dict)
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    batch_size: int = Field(default=256, gt=0)
+
+    # filled by load_suite
+    path: Path = Path(".")
+    sha256: str = ""
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str]) -> list[str]:
+        unknown = [m for m in value if m not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; known: {sorted(METRICS)}")
+        return value
+
+    @field_validator("tolerances")
+    @classmethod
+    def _known_tolerances(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = [m for m in value if m not in DIRECTION]
+        if unknown:
+            raise ValueError(f"tolerances for unknown metrics {unknown}; known: {sorted(DIRECTION)}")
+        if any(t < 0 for t in value.values()):
+            raise ValueError("tolerances must be >= 0")
+        return value
+
+    @model_validator(mode="after")
+    def _one_model_source(self) -> Suite:
+        if (self.train is None) == (self.model is None):
+            raise ValueError("give exactly one of 'train' (data to fit the model on) or 'model' (a trained one)")
+        return self
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Parse and validate a suite file; errors name the file. Datasets are resolved later."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read suite {p}: {exc.strerror or exc}") from exc
+    try:
+        data: Any = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise DataError(f"suite {p} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"suite {p} must be a mapping (name, agent, dataset, ...)")
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as exc:
+        raise DataError(f"suite {p} is invalid:\n{exc}") from exc
+    return suite.model_copy(update={"path": p.resolve(), "sha256": hashlib.sha256(raw).hexdigest()})
+
+
+def find_suite(name_or_path: str, search: Path | None = None) -> Path:
+    """A suite file path as given, or ``<search>/<name>.yaml`` (``search`` defaults to ``./evals``)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    base = search or Path.cwd() / "evals"
+    for candidate in (base / name_or_path, base / f"{name_or_path}.yaml", base / f"{name_or_path}.yml"):
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"suite {name_or_path!r} not found (tried {p} and {base}/{name_or_path}.yaml)")
+
+
+def resolve_data(ref: DataRef, suite: Suite, public_data_dir: Path) -> Path:
+    """The data file: absolute as given, else relative to the suite file, else to the public data dir."""
+    p = Path(ref.path)
+    tried = [p] if p.is_absolute() else [suite.directory / p, public_data_dir / p]
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+    raise DataError(
+        f"suite {suite.name}: data file {ref.path!r} not found (looked for "
+        + " and ".join(str(t) for t in tried) + ")"
+    )
+
+
+@dataclass(frozen=True)
+class Cases:
+    """Labelled cases read from a data file, after sampling."""
+
+    ids: list[str]
+    texts: list[str]
+    labels: list[str]
+    source: Path
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def sha256(self) -> str:
+        rows = [[i, t, y] for i, t, y in zip(self.ids, self.texts, self.labels, strict=True)]
+        return hashlib.sha256(canonical_json(rows).encode("utf-8")).hexdigest()
+
+
+def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    try:
+        fh = path.open(encoding="utf-8", newline="")
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    out: list[tuple[int, dict[str, Any]]] = []
+    with fh:
+        if path.suffix.lower() == ".csv":
+            for lineno, row in enumerate(csv.DictReader(fh), start=2):
+                out.append((lineno, dict(row)))
+            return out
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            out.append((lineno, row))
+    return out
+
+
+def _sample(n: int, ref: DataRef) -> list[int]:
+    if ref.limit is None or ref.limit >= n:
+        return list(range(n))
+    if ref.sample == "first":
+        return list(range(ref.limit))
+    if ref.sample == "random":
+        return sorted(np.random.default_rng(ref.seed).permutation(n)[: ref.limit].tolist())
+    return sorted(set(np.linspace(0, n - 1, ref.limit).round().astype(np.int64).tolist()))
+
+
+def load_cases(ref: DataRef, suite: Suite, public_data_dir: Path) -> Cases:
+    """Read, validate (errors name file and line) and sample the labelled cases ``ref`` points at."""
+    path = resolve_data(ref, suite, public_data_dir)
+    rows = _rows(path)
+    ids: list[str] = []
+    texts: list[str] = []
+    labels: list[str] = []
+    for lineno, row in rows:
+        for field in (ref.text_field, ref.label_field):
+            value = row.get(field)
+            if not isinstance(value, str) or not value.strip():
+                raise DataError(f"{path}:{lineno}: field {field!r} is missing or not a non-empty string")
+        ids.append(str(row.get(ref.id_field, f"row-{lineno}")) if ref.id_field else f"row-{lineno}")
+        texts.append(row[ref.text_field])
+        labels.append(row[ref.label_field])
+    if not ids:
+        raise DataError(f"{path}: no labelled records")
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{path}: ids in {ref.id_field!r} are not unique; set id_field: null to use row numbers")
+    keep = _sample(len(ids), ref)
+    return Cases([ids[i] for i in keep], [texts[i] for i in keep], [labels[i] for i in keep], path)

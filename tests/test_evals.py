@@ -1,0 +1,252 @@
+"""Eval runner: metric functions against hand-computed values, suite loading, the smoke suite through
+the CLI (JSON + HTML), bless / gate (pass, and fail for a worse model), resumability, thresholds."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from signoff.config import Settings, get_settings
+from signoff.errors import DataError
+from signoff.evals import metrics as M
+from signoff.evals.runner import CaseArrays, compute_metrics, run_suite
+from signoff.evals.suite import load_cases, load_suite
+from signoff.guardrails.policy import DEFAULT_POLICY_PATH, load_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ROOT / "evals" / "smoke.yaml"
+
+# --- metrics, by hand --------------------------------------------------------------------------------
+
+
+def test_accuracy_and_macro_f1() -> None:
+    assert M.accuracy(["a", "b", "c", "a"], ["a", "b", "a", "a"]) == 0.75
+    # a: P 1, R 1/2, F1 2/3; b: P 2/3, R 1, F1 4/5
+    assert M.macro_f1(["a", "a", "b", "b"], ["a", "b", "b", "b"]) == pytest.approx((2 / 3 + 0.8) / 2)
+    # a label only predicted (never gold) counts with F1 0, like sklearn's macro average
+    assert M.macro_f1(["a", "a"], ["a", "c"]) == pytest.approx((2 / 3 + 0) / 2)
+    pc = M.per_class(["a", "a", "b", "b"], ["a", "b", "b", "b"])
+    assert pc["b"] == {"precision": pytest.approx(2 / 3), "recall": 1.0, "f1": pytest.approx(0.8), "support": 2}
+    labels, m = M.confusion(["a", "a", "b"], ["a", "b", "b"])
+    assert labels == ["a", "b"] and m.tolist() == [[1, 1], [0, 1]]
+
+
+def test_ece_brier_reliability() -> None:
+    conf, correct = [0.9, 0.9, 0.6, 0.6], [1, 0, 1, 1]
+    # bin (0.8, 0.9]: |0.5 - 0.9| * 1/2; bin (0.5, 0.6]: |1 - 0.6| * 1/2
+    assert M.expected_calibration_error(conf, correct, n_bins=10) == pytest.approx(0.4)
+    assert M.expected_calibration_error([1.0, 0.0], [1, 0], n_bins=10) == pytest.approx(0.0)
+    proba = np.array([[0.7, 0.3], [0.4, 0.6]])
+    assert M.brier(proba, [0, 0]) == pytest.approx(((0.09 + 0.09) + (0.36 + 0.36)) / 2)
+    assert M.brier_terms(proba, [-1, 1]).tolist() == pytest.approx([0.49 + 0.09, 0.32])
+    bins = M.reliability_bins(conf, correct, n_bins=10)
+    assert [b["count"] for b in bins] == [0, 0, 0, 0, 0, 2, 0, 0, 2, 0]
+    assert bins[8]["accuracy"] == 0.5 and bins[8]["confidence"] == pytest.approx(0.9)
+
+
+def test_selective_oos_and_thresholds() -> None:
+    assert M.selective([0.9, 0.8, 0.5, 0.3], [1, 0, 1, 0], 0.8) == (0.5, 0.5)
+    gold, pred, conf = ["oos", "oos", "oos", "a"], ["oos", "a", "a", "a"], [0.9, 0.3, 0.9, 0.9]
+    assert M.oos_recall(gold, pred, conf, oos_label="oos", threshold=0.5) == pytest.approx(2 / 3)
+    assert M.in_scope_accuracy(gold, pred, conf, oos_label="oos", threshold=0.5) == 1.0
+    rec = M.threshold_for_precision([0.9, 0.8, 0.7, 0.6], [1, 1, 0, 1], 0.75)
+    assert rec == {"threshold": 0.6, "coverage": 1.0, "precision": 0.75, "n_accepted": 4}
+    assert M.threshold_for_precision([0.9, 0.8, 0.7, 0.6], [1, 1, 0, 1], 0.9)["threshold"] == 0.8
+    assert M.threshold_for_precision([0.9, 0.9], [1, 0], 0.9)["threshold"] is None  # ties stay together
+    curve = M.risk_coverage([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 1])
+    assert curve["risk"] == pytest.approx([0, 0.5, 1 / 3, 0.25])
+
+
+def test_triage_metrics_use_the_graph_gate() -> None:
+    arr = CaseArrays(["1", "2", "3", "4"], np.array(["a", "b", "oos", "oos"], dtype=object),
+                     np.array(["a", "a", "oos", "a"], dtype=object), np.array([0.9, 0.85, 0.95, 0.4]),
+                     np.array([0.1, 0.2, 0.3, 0.4]))
+    m = compute_metrics(arr, threshold=0.8, oos_label="oos")
+    assert m["accuracy"] == 0.5 and m["coverage"] == 0.75
+    assert m["selective_accuracy"] == pytest.approx(2 / 3)
+    assert m["oos_recall"] == 1.0  # one predicted oos, one below the threshold
+    assert m["brier"] == pytest.approx(0.25)
+    # no threshold in the policy: the graph never proposes (fail closed), so coverage is 0
+    assert compute_metrics(arr, threshold=None, oos_label=None)["coverage"] == 0.0
+
+
+def test_span_matching_cuad_style() -> None:
+    assert M.word_jaccard("the cat sat", "Cat sat, down") == 0.5
+    gold = {"c1/law": ["governed by the laws of New York"], "c1/term": ["a term of five years"]}
+    preds = [("c1/law", "laws of New York", 0.9), ("c1/term", "five years", 0.2), ("c1/law", "Delaware", 0.7)]
+    s = M.span_scores(preds, gold)
+    # law: 4/7 >= 0.5 (hit); term: {five, years} / {a, term, of, five, years} = 0.4 (miss); Delaware: miss
+    assert s["span_precision"] == pytest.approx(1 / 3) and s["span_recall"] == 0.5
+    assert s["span_f1"] == pytest.approx(0.4)
+    assert s["precision_at_80_recall"] == 0.0  # 80 % recall never reached
+    preds[1] = ("c1/term", "term of five years", 0.2)
+    s = M.span_scores(preds, gold)
+    # ranked: hit (P 1, R .5), miss (P .5), hit (P 2/3, R 1); interpolated precision at R >= .8 = 2/3
+    assert s["span_f1"] == pytest.approx(0.8) and s["precision_at_80_recall"] == pytest.approx(2 / 3)
+    # one prediction cannot match the same gold span twice
+    assert M.span_scores([("k", "x y", 0.9), ("k", "x y", 0.8)], {"k": ["x y"]})["span_precision"] == 0.5
+
+
+def test_roc_pr_auc_and_paired_tests() -> None:
+    assert M.roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
+    assert M.pr_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    assert np.isnan(M.roc_auc([1, 1], [0.2, 0.3]))
+    mc = M.mcnemar([True] * 10, [False] * 8 + [True] * 2)
+    assert (mc["b"], mc["c"]) == (8, 0) and mc["p_worse"] == pytest.approx(0.5**8)
+    assert M.mcnemar([True, False], [True, False])["p_value"] == 1.0
+    worse = np.r_[np.ones(80), np.zeros(20)], np.r_[np.ones(50), np.zeros(50)]
+    r = M.paired_bootstrap(lambda i: float(worse[1][i].mean() - worse[0][i].mean()), 100,
+                           higher_is_better=True, rounds=300)
+    assert r["p_worse"] < 0.01 and r["ci_high"] < 0
+
+
+# --- suites --------------------------------------------------------------------------------------------
+
+
+def _write_suite(tmp: Path, **changes: Any) -> Path:
+    data = yaml.safe_load(SMOKE.read_text())
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    path = tmp / f"suite-{len(list(tmp.glob('suite-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_suite_errors_name_the_problem(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
+    suite = load_suite(_write_suite(tmp_path, dataset={"path": "tickets/nope.jsonl"}))
+    with pytest.raises(DataError, match=r"tickets/nope\.jsonl.*not found.*nope\.jsonl"):
+        load_cases(suite.dataset, suite, settings.public_data_dir)
+    with pytest.raises(DataError, match="exactly one of 'train'"):
+        load_suite(_write_suite(tmp_path, model="default"))
+    with pytest.raises(DataError, match="unknown metrics"):
+        load_suite(_write_suite(tmp_path, metrics=["accuracy", "vibes"]))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "1", "text": "hi", "intent": "x"}\n{"id": "2", "text": "", "intent": "y"}\n')
+    suite = load_suite(_write_suite(tmp_path, dataset={"path": str(bad)}))
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: field 'text'"):
+        load_cases(suite.dataset, suite, settings.public_data_dir)
+    with pytest.raises(DataError, match="cannot read suite"):
+        load_suite(tmp_path / "missing.yaml")
+
+
+# --- end to end ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def eval_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str | None]]:
+    """A data dir shared by the end-to-end tests (models and embeddings are cached there)."""
+    if not (Settings(_env_file=None).public_data_dir / "tickets" / "bitext_dev.jsonl").is_file():  # type: ignore[call-arg]
+        pytest.skip("public data not available")
+    data = tmp_path_factory.mktemp("evals-data")
+    env: dict[str, str | None] = {"SIGNOFF_DATA_DIR": str(data), "SIGNOFF_POLICY_PATH": None, "SIGNOFF_MODEL_DIR": None}
+    get_settings.cache_clear()
+    yield env
+    get_settings.cache_clear()
+
+
+def _cli(env: dict[str, str | None], *args: str) -> Any:
+    from signoff.cli import app
+
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(app, ["eval", *args], env=env)
+    finally:
+        get_settings.cache_clear()
+
+
+def test_smoke_suite_through_the_cli_writes_json_and_html(eval_env: dict[str, str | None], tmp_path: Path) -> None:
+    """The shipped smoke suite, gated against its committed baseline (evals/baselines/smoke.json)."""
+    result = _cli(eval_env, str(SMOKE), "--json", str(tmp_path / "smoke.json"), "--html", str(tmp_path / "r.html"))
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "smoke.json").read_text())
+    assert doc["suite"] == "smoke" and doc["n"] == 150
+    assert set(doc["metrics"]) == {"accuracy", "macro_f1", "ece", "brier", "coverage", "selective_accuracy"}
+    assert doc["metrics"]["accuracy"] > 0.8  # 300 training rows, 27 intents
+    for key in ("model_version", "dataset_hash", "suite_hash", "runtime_seconds", "threshold", "cost"):
+        assert key in doc
+    assert doc["threshold"] == load_policy(DEFAULT_POLICY_PATH).actions["ticket.set_category"].min_confidence
+    assert doc["cost"]["tokens"] == 0 and doc["cost"]["model_calls"] == 3
+    assert len(doc["confusion"]["labels"]) == 20 and len(doc["reliability"]) == 10
+    page = (tmp_path / "r.html").read_text()
+    for plot in ("reliability-smoke", "confusion-smoke", "risk-coverage-smoke"):
+        assert f'id="{plot}"' in page
+    assert page.count("<svg") == 3 and "<script" not in page and "http://" not in page.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")
+    if (ROOT / "evals" / "baselines" / "smoke.json").is_file():
+        assert doc["comparison"]["passed"] and doc["comparison"]["n_shared"] == 150
+    else:
+        assert "no baseline" in result.output
+
+
+def test_bless_then_gate_passes_and_a_worse_model_fails(eval_env: dict[str, str | None], tmp_path: Path) -> None:
+    baselines = tmp_path / "baselines"
+    blessed = _cli(eval_env, str(SMOKE), "--bless", "--baseline-dir", str(baselines))
+    assert blessed.exit_code == 0, blessed.output
+    doc = json.loads((baselines / "smoke.json").read_text())
+    assert len(doc["cases"]["id"]) == 150 and set(doc["cases"]) >= {"id", "gold", "pred", "conf"}
+
+    same = _cli(eval_env, str(SMOKE), "--baseline-dir", str(baselines), "--json", str(tmp_path / "same.json"))
+    assert same.exit_code == 0, same.output
+    comparison = json.loads((tmp_path / "same.json").read_text())["comparison"]
+    assert comparison["passed"] and comparison["n_shared"] == 150 and comparison["mcnemar"]["b"] == 0
+
+    # the same suite, but the model sees only 10 % of its training data
+    worse = _write_suite(tmp_path, train={"limit": 30})
+    failed = _cli(eval_env, str(worse), "--baseline-dir", str(baselines), "--json", str(tmp_path / "worse.json"))
+    assert failed.exit_code == 1, failed.output
+    assert "regression" in failed.output and "accuracy" in failed.output
+    cmp_ = json.loads((tmp_path / "worse.json").read_text())["comparison"]
+    regressed = {c["metric"] for c in cmp_["changes"] if c["regressed"]}
+    assert "accuracy" in regressed and not cmp_["passed"]
+
+
+def test_an_interrupted_run_resumes_without_recomputing(eval_env: dict[str, str | None], tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=Path(str(eval_env["SIGNOFF_DATA_DIR"])))  # type: ignore[call-arg]
+    suite = load_suite(_write_suite(tmp_path, name="resume", batch_size=40))  # 150 cases: 4 batches
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(computed: int) -> None:
+        if computed == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_suite(suite, settings, on_batch=stop_after_two)
+    computed: list[int] = []
+    run = run_suite(suite, settings, on_batch=computed.append)
+    assert (run.state.n_resumed, run.state.n_computed) == (80, 70) and computed == [1, 2]
+    assert run.n == 150 and run.arrays.ids == load_cases(suite.dataset, suite, settings.public_data_dir).ids
+    again = run_suite(suite, settings)
+    assert (again.state.n_resumed, again.state.n_computed) == (150, 0)
+    assert again.values == run.values
+
+
+def test_recommended_thresholds_are_written_into_a_policy(eval_env: dict[str, str | None], tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(DEFAULT_POLICY_PATH.read_text())
+    result = _cli(eval_env, str(SMOKE), "--baseline-dir", str(tmp_path), "--recommend-thresholds",
+                  "--target-precision", "0.9", "--write-policy", str(policy), "--json", str(tmp_path / "t.json"))
+    assert result.exit_code == 0, result.output
+    rec = json.loads((tmp_path / "t.json").read_text())["recommendation"]
+    assert rec["target_precision"] == 0.9 and "held-out 20%" in rec["calibration"]
+    written = load_policy(policy)
+    before = load_policy(DEFAULT_POLICY_PATH)
+    for action in ("ticket.set_category", "ticket.set_team"):
+        t = rec["actions"][action]["threshold"]
+        assert written.actions[action].min_confidence == pytest.approx(1.0 if t is None else t, abs=1e-3)
+        if t is not None:
+            assert rec["actions"][action]["precision"] >= 0.9
+    assert written.routing == before.routing and written.groups == before.groups
+    assert written.actions["ticket.set_priority"] == before.actions["ticket.set_priority"]

@@ -1,0 +1,170 @@
+"""The server over real sockets: Odoo webhook, approvals REST API, health, metrics, the sweep.
+
+Odoo writes are counted in the Odoo stand-in's call log (what Odoo received over the wire).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from conftest import WEBHOOK_SECRET, Live, new_ticket_ids, wait_for
+from fastapi.testclient import TestClient
+
+from signoff.config import Settings
+from signoff.sandbox.odoo import OdooStandIn
+from signoff.server.app import create_app
+
+
+def ticket_writes(standin: OdooStandIn) -> list[dict[str, Any]]:
+    return [c for c in standin.calls() if c["method"] == "write" and c["model"] == "helpdesk.ticket" and c["ok"]]
+
+
+def kinds(live: Live, subject: str | None = None) -> list[str]:
+    return [e.kind for e in live.svc.rt.audit.trail(subject)]
+
+
+def test_health_ready_and_metrics(start_server: Callable[..., Live]) -> None:
+    live = start_server()
+    assert live.http.get(live.url + "/healthz").json() == {"status": "ok"}
+    ready = live.http.get(live.url + "/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"odoo": "ok", "state_db": "ok"}
+    metrics = live.http.get(live.url + "/metrics")
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    for name in ("signoff_runs_total", "signoff_decision_latency_seconds_bucket", "signoff_executor_failures_total"):
+        assert name in metrics.text
+
+
+def test_webhook_authentication(start_server: Callable[..., Live], settings: Settings) -> None:
+    live = start_server()
+    body = {"_model": "helpdesk.ticket", "_id": 1}
+    url = live.url + "/webhooks/odoo"
+    assert live.http.post(url, json=body).status_code == 401
+    wrong = live.http.post(url, json=body, headers={"X-Signoff-Webhook-Secret": "guess"})
+    assert wrong.status_code == 403 and "wrong" in wrong.json()["detail"]
+    assert live.http.post(url + "?token=guess", json=body).status_code == 403
+    assert live.svc.rt.store.find() == [] and "ticket.loaded" not in kinds(live)
+    # No secret configured: the endpoint refuses, and says which setting enables it.
+    bare = create_app(settings.model_copy(update={"webhook_secret": None}))
+    refused = TestClient(bare).post("/webhooks/odoo", json=body, headers={"X-Signoff-Webhook-Secret": "x"})
+    assert refused.status_code == 503 and "SIGNOFF_WEBHOOK_SECRET" in refused.json()["detail"]
+
+
+def test_malformed_webhook_is_422_audited_and_runs_nothing(start_server: Callable[..., Live]) -> None:
+    live = start_server()
+    headers = {"X-Signoff-Webhook-Secret": WEBHOOK_SECRET}
+    url = live.url + "/webhooks/odoo"
+    for payload in (b"not json", b'{"_model": "helpdesk.ticket"}', b'{"_model": "helpdesk.ticket", "_id": "x"}',
+                    b'{"_model": "res.partner", "_id": 3}', b"[1, 2]"):
+        answer = live.http.post(url, content=payload, headers={**headers, "Content-Type": "application/json"})
+        assert answer.status_code == 422, payload
+        assert answer.json()["error"] == "malformed_payload"
+    assert "_id" in live.http.post(url, json={"_model": "helpdesk.ticket"}, headers=headers).json()["detail"]
+    assert kinds(live).count("webhook.rejected") == 6
+    assert live.svc.rt.store.find() == [] and "ticket.loaded" not in kinds(live)
+
+
+def test_webhook_triages_in_background_once(start_server: Callable[..., Live], odoo_standin: OdooStandIn) -> None:
+    live = start_server()
+    tid = new_ticket_ids(live)[0]
+    started = time.perf_counter()
+    first = live.webhook(tid, name="whatever", partner_id=[7, "Acme"])
+    assert first.status_code == 202 and first.json()["status"] == "accepted"
+    assert time.perf_counter() - started < 1.0, "Odoo's webhook gives up after 1 s"
+    thread = first.json()["thread_id"]
+    # Odoo fires on every save: the events that follow start nothing.
+    again = [live.webhook(tid) for _ in range(3)]
+    assert {a.json()["status"] for a in again} == {"duplicate"}
+    run = live.wait_run(thread)
+    assert run["status"] == "paused" and run["proposals"]
+    assert kinds(live, thread).count("ticket.loaded") == 1
+    assert live.webhook(tid).json()["status"] == "duplicate"
+    # Each slack-channel proposal was posted once.
+    wait_for(lambda: len(live.slack.messages_in("approvals")) == len(run["proposals"]), what="posts")
+    assert ticket_writes(odoo_standin) == []
+
+
+def test_webhook_for_a_record_not_yet_visible_retries_then_audits(start_server: Callable[..., Live]) -> None:
+    live = start_server()
+    live.svc.record_retry = (3, 0.05)
+    answer = live.webhook(999_999)
+    assert answer.status_code == 202
+    thread = answer.json()["thread_id"]
+    wait_for(lambda: "webhook.record_missing" in kinds(live, thread), what="record_missing")
+    assert live.svc.rt.store.find() == []
+
+
+def test_rest_api_decisions_and_error_mapping(start_server: Callable[..., Live],
+                                              odoo_standin: OdooStandIn) -> None:
+    live = start_server(channel="inbox")
+    assert live.http.get(live.url + "/api/proposals").status_code == 401
+    wrong = live.http.get(live.url + "/api/proposals", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 403
+    tid = new_ticket_ids(live)[0]
+    thread = live.api("POST", "/api/triage", json={"ticket_id": tid}).json()["thread_id"]
+    live.wait_run(thread)
+    pending = live.api("GET", "/api/proposals", params={"thread": thread}).json()["proposals"]
+    assert pending and all(p["state"] == "pending" for p in pending)
+    one = live.api("GET", f"/api/proposals/{pending[0]['id'][:10]}").json()
+    assert one["proposal"]["id"] == pending[0]["id"] and "proposal.created" in [e["kind"] for e in one["audit"]]
+
+    assert live.api("GET", "/api/proposals/p_nothing").status_code == 404
+    assert live.api("POST", "/api/proposals/p_nothing/decision",
+                    json={"verdict": "approve", "actor": "cli:lead"}).status_code == 404
+    refused = live.api("POST", f"/api/proposals/{pending[0]['id']}/decision",
+                       json={"verdict": "approve", "actor": "slack:U0MALLORY"})
+    assert refused.status_code == 403 and "not in approver group" in refused.json()["detail"]
+    assert "decision.refused" in kinds(live, pending[0]["id"])
+    no_reason = live.api("POST", f"/api/proposals/{pending[0]['id']}/decision",
+                         json={"verdict": "reject", "actor": "cli:lead"})
+    assert no_reason.status_code == 422 and "reason" in no_reason.json()["detail"]
+    no_actor = live.api("POST", f"/api/proposals/{pending[0]['id']}/decision", json={"verdict": "approve"})
+    assert no_actor.status_code == 422
+    bad_verdict = live.api("POST", f"/api/proposals/{pending[0]['id']}/decision",
+                           json={"verdict": "maybe", "actor": "cli:lead"})
+    assert bad_verdict.status_code == 422
+
+    for i, p in enumerate(pending):
+        done = live.api("POST", f"/api/proposals/{p['id']}/decision",
+                        headers={"X-Signoff-Actor": "cli:lead"}, json={"verdict": "approve"})
+        assert done.status_code == 200, done.text
+        if i < len(pending) - 1:
+            assert done.json()["run"] is None
+    assert done.json()["run"]["status"] == "done" and done.json()["proposal"]["state"] == "executed"
+    assert len(ticket_writes(odoo_standin)) == len(pending)
+    again = live.api("POST", f"/api/proposals/{pending[0]['id']}/decision",
+                     json={"verdict": "approve", "actor": "cli:alice"})
+    assert again.status_code == 409
+    assert again.json()["decided_by"] == "cli:lead" and again.json()["decided_at"]
+    assert len(ticket_writes(odoo_standin)) == len(pending)
+    metrics = live.http.get(live.url + "/metrics").text
+    assert 'signoff_decisions_total{state="approved",channel="api"}' in metrics
+    assert 'signoff_proposals{state="executed"}' in metrics
+
+
+def test_sweep_expires_reminds_and_resumes(start_server: Callable[..., Live], odoo_standin: OdooStandIn) -> None:
+    live = start_server(expires="2s", remind="1s")
+    tid = new_ticket_ids(live)[0]
+    thread = live.webhook(tid).json()["thread_id"]
+    run = live.wait_run(thread)
+    n = len(run["proposals"])
+    wait_for(lambda: len(live.slack.messages_in("approvals")) == n, what="posts")
+    time.sleep(1.1)
+    swept = live.api("POST", "/api/sweep").json()
+    assert swept["reminded"] == n and swept["expired"] == 0
+    replies = [m for m in live.slack.messages_in("approvals") if m["thread_ts"]]
+    assert len(replies) == n and all("Reminder" in m["text"] for m in replies)
+    assert live.api("POST", "/api/sweep").json()["reminded"] == 0, "one reminder per period"
+    time.sleep(1.0)
+    swept = live.api("POST", "/api/sweep").json()
+    assert swept["expired"] == n and swept["resumed"] == 1
+    states = {p.state for p in live.svc.rt.store.find(thread_id=thread)}
+    assert states == {"expired"}, "expired, never recorded as rejected"
+    assert live.api("GET", f"/api/runs/{thread}").json()["status"] == "done"
+    assert ticket_writes(odoo_standin) == []
+    top = [m for m in live.slack.messages_in("approvals") if not m["thread_ts"]]
+    assert all(not any(b["type"] == "actions" for b in m["blocks"]) for m in top), "buttons gone"
+    assert all("Expired" in str(m["blocks"]) for m in top)
+    audit = kinds(live, thread)
+    assert audit.count("proposal.reminded") == n and audit.count("proposal.expired") == n
