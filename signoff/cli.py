@@ -144,9 +144,12 @@ def triage(
                     results.append(rt.runner.report(item) if file is not None else rt.runner.run(item))
                     progress.advance(task)
             _print_triage(results)
+            posted = rt.odoo_channel.post_pending()
             pending = rt.store.find(states=("pending",))
     except SignoffError as exc:
         raise _fail(exc) from exc
+    if posted:
+        console.print(f"{posted} approval activit(y/ies) created in Odoo for actions whose channel is odoo")
     if pending:
         console.print(f"\n{len(pending)} proposal(s) wait for a decision: [bold]signoff approvals list[/]")
 
@@ -324,6 +327,26 @@ def approvals_recover() -> None:
                   f"{len(failed)} in the exception queue (signoff approvals list --state failed)")
 
 
+@approvals_app.command("sync")
+def approvals_sync() -> None:
+    """Odoo approvals: post activities for new proposals, pick up the ones marked done or cancelled.
+
+    An action whose policy channel is `odoo` is approved in Odoo: an activity on the ticket, assigned
+    to the approver. Mark it Done to approve; Done with feedback "reject: <reason>", or Cancel, to
+    reject. The server does this on every sweep; this command does it once, then resumes ready runs.
+    """
+    from signoff.agents.services import open_runtime
+
+    try:
+        with open_runtime(_settings()) as rt:
+            polled = rt.odoo_channel.poll()
+            resumed = rt.runner.recover()
+    except SignoffError as exc:
+        raise _fail(exc) from exc
+    console.print(f"Odoo: posted {polled.posted}, decided {polled.decided}, closed {polled.closed}, "
+                  f"refused {polled.refused}; resumed {len(resumed)} run(s)")
+
+
 @approvals_app.command("retry")
 def approvals_retry(proposal: Annotated[str, typer.Argument(help="A failed proposal's id or prefix.")],
                     actor: ApproverOpt) -> None:
@@ -449,6 +472,7 @@ def demo(
                     results.append(rt.runner.run(tid))
                     progress.advance(task)
             _print_triage(results)
+            rt.odoo_channel.post_pending()
             pending = rt.store.find(states=("pending",))
     except SignoffError as exc:
         raise _fail(exc) from exc
@@ -471,6 +495,15 @@ def _mount_sandbox() -> None:
 
 
 _mount_sandbox()
+
+
+def _mount_llm() -> None:
+    from signoff.llm.cli import app as llm_app
+
+    app.add_typer(llm_app, name="llm")
+
+
+_mount_llm()
 
 
 def _mount_server() -> None:

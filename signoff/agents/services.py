@@ -24,21 +24,33 @@ from signoff.guardrails.executor import Executor
 from signoff.guardrails.policy import Policy, load_policy
 from signoff.guardrails.store import SqliteApprovalStore
 from signoff.integrations.odoo import OdooReader, connect_reader, connect_writer
+from signoff.integrations.odoo_approvals import OdooApprovalChannel
 from signoff.llm.classifier import TextClassifier
 from signoff.sandbox.embedded import odoo_for
 
 
 class LazyClassifier:
-    """Loads the trained model on first use: resuming a run never needs it, triaging does."""
+    """Loads the model on first use: resuming a run never needs it, triaging does.
+
+    ``SIGNOFF_LLM_BACKEND=embedded`` (default): the trained embedded model; ``openai``: the LLM backend
+    (:mod:`signoff.llm.openai_backend`), with the trained model's classes as its label set."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._model: TextClassifier | None = None
+        self._model: Classifier | None = None
 
     @property
-    def model(self) -> TextClassifier:
+    def model(self) -> Classifier:
         if self._model is None:
-            self._model = TextClassifier.load(self._settings.models_path)
+            backend = self._settings.llm_backend
+            if backend == "openai":
+                from signoff.llm.openai_backend import LLMClassifier
+
+                self._model = LLMClassifier.from_settings(self._settings)
+            elif backend == "embedded":
+                self._model = TextClassifier.load(self._settings.models_path)
+            else:
+                raise ConfigError(f"SIGNOFF_LLM_BACKEND must be embedded or openai, not {backend!r}")
         return self._model
 
     @property
@@ -60,6 +72,13 @@ class Runtime:
     approvals: Approvals
     runner: TriageRunner
     reader: OdooReader
+    odoo_channel: OdooApprovalChannel
+    """Approval activities in Odoo for actions whose policy channel is ``odoo``."""
+
+    def sync_odoo(self) -> int:
+        """Post new Odoo approval activities, pick up decisions made there, resume runs now ready."""
+        self.odoo_channel.poll()
+        return len(self.runner.recover())
 
 
 def _checkpointer(settings: Settings) -> SqliteSaver:
@@ -87,8 +106,11 @@ def open_runtime(settings: Settings, *, classifier: Classifier | None = None) ->
             store=store, audit=audit, executor=executor, db=live.odoo_db,
         )
         checkpointer = _checkpointer(live)
+        approvals = Approvals(store, audit, policy)
+        channel = OdooApprovalChannel(live.state_db_path, store, audit, approvals, reader,
+                                      lambda: connect_writer(live))
         try:
-            yield Runtime(live, policy, store, audit, executor, Approvals(store, audit, policy),
-                          TriageRunner(services, checkpointer), reader)
+            yield Runtime(live, policy, store, audit, executor, approvals, TriageRunner(services, checkpointer),
+                          reader, channel)
         finally:
             checkpointer.conn.close()

@@ -209,7 +209,13 @@ class ServerServices:
     def sweep(self) -> dict[str, int]:
         """Expire overdue proposals (and resume their runs), remind approvers, post what was never posted,
         and finish decided runs that were never resumed."""
-        counts = {"expired": 0, "reminded": 0, "posted": 0, "resumed": 0}
+        counts = {"expired": 0, "reminded": 0, "posted": 0, "resumed": 0, "odoo_decided": 0}
+        try:
+            polled = self.rt.odoo_channel.poll()
+            counts["posted"] += polled.posted
+            counts["odoo_decided"] = polled.decided
+        except SignoffError as exc:
+            log.warning("Odoo approval channel: %s", exc)
         for p in self.rt.approvals.expire_due():
             counts["expired"] += 1
             self.metrics.expired.inc()
@@ -241,6 +247,8 @@ class ServerServices:
             counts["reminded"] += 1
         # Decided but never resumed (a crash between decision and resume), or killed mid-write.
         stuck = {p.thread_id for p in self.rt.store.find(states=("approved", "executing"))}
+        if counts["odoo_decided"]:
+            stuck |= {p.thread_id for p in self.rt.store.find(states=("rejected",))}
         for thread in sorted(stuck):
             if not self.in_flight(thread) and self.resume(thread, actor="system:recovery") is not None:
                 counts["resumed"] += 1
