@@ -323,10 +323,17 @@ def compute_metrics(
         out["oos_recall"] = float(caught[oos].mean()) if oos.any() else float("nan")
         ins = ~oos
         out["in_scope_accuracy"] = float((correct & keep)[ins].mean()) if ins.any() else float("nan")
-    if policy is not None and policy.routing.teams:
+    if policy is not None and routes_labels(policy, arr.gold):
         team = _teams(policy)
         out["team_accuracy"] = float(np.mean([team(p) == team(g) for p, g in zip(arr.pred, arr.gold, strict=True)]))
     return out
+
+
+def routes_labels(policy: Policy, gold: Sequence[Any] | np.ndarray) -> bool:
+    """Whether the policy's routing table names any of these labels (else every label goes to the
+    default team and team accuracy would be a meaningless 1.0)."""
+    teams = policy.routing.teams
+    return any(str(g) in teams for g in set(gold))
 
 
 def _teams(policy: Policy) -> Callable[[str], str]:

@@ -27,7 +27,7 @@ import yaml
 from signoff.config import Settings
 from signoff.errors import PolicyError
 from signoff.evals import metrics as M
-from signoff.evals.runner import CaseArrays, SuiteRun, eval_embedder, fit_or_load, score_batch
+from signoff.evals.runner import CaseArrays, SuiteRun, eval_embedder, fit_or_load, routes_labels, score_batch
 from signoff.evals.suite import Cases, load_cases
 from signoff.guardrails.policy import Policy, load_policy
 
@@ -89,7 +89,11 @@ def recommend(
     cal, desc = calibration_cases(run, settings, source)
     out: dict[str, Any] = {"target_precision": target, "calibration": desc, "actions": {}}
     for action in ACTIONS:
-        if action == "ticket.set_team" and not run.policy.routing.teams:
+        if action == "ticket.set_team" and not routes_labels(run.policy, run.arrays.gold):
+            # the routing table names none of these labels (all go to the default team): a team
+            # proposal is only as good as the category it follows, so it gets the category's threshold
+            out["actions"][action] = dict(out["actions"]["ticket.set_category"]) | {
+                "note": "routing table names none of these labels: same threshold as ticket.set_category"}
             continue
         rec = M.threshold_for_precision(cal.conf, _correct_for(action, cal, run.policy), target)
         current = run.policy.actions[action].min_confidence if action in run.policy.actions else None
