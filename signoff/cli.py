@@ -15,7 +15,7 @@ from rich.table import Table
 
 from signoff.config import Settings, get_settings
 from signoff.domain import PRIORITY_NAMES, Decision, Proposal
-from signoff.errors import AlreadyDecided, SignoffError
+from signoff.errors import AlreadyDecided, DataError, SignoffError
 
 app = typer.Typer(
     name="signoff",
@@ -41,7 +41,13 @@ ApproverOpt = Annotated[
 
 
 def _settings() -> Settings:
-    settings = get_settings()
+    from pydantic import ValidationError
+
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"SIGNOFF_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        raise _fail(ValueError(f"bad setting: {problems}"), 2) from exc
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     return settings
 
@@ -61,6 +67,9 @@ def _progress() -> Progress:
 
 @app.command()
 def train(
+    what: Annotated[str, typer.Argument(help="triage (default) or risk (the renewal-risk model; see "
+                                             "`signoff risk train --help` for its options).")] = "triage",
+    source: Annotated[str, typer.Option(help="With `risk`: telco (public dev split) or odoo.")] = "telco",
     file: Annotated[Path | None, typer.Option(help="Labelled JSONL instead of Odoo's resolved tickets.")] = None,
     text_field: Annotated[str, typer.Option(help="Field holding the text (with --file).")] = "text",
     label_field: Annotated[str, typer.Option(help="Field holding the label (with --file).")] = "intent",
@@ -69,11 +78,22 @@ def train(
     """Fit the triage model on labelled history and save a versioned artefact.
 
     By default the history is Odoo's resolved tickets that have a category (the built-in stand-in
-    when SIGNOFF_ODOO_URL is unset); --file reads a JSONL file instead.
+    when SIGNOFF_ODOO_URL is unset); --file reads a JSONL file instead. `signoff train risk` fits the
+    renewal-risk model instead (same as `signoff risk train`).
     """
     from signoff.llm.training import load_labelled_jsonl
 
     settings = _settings()
+    if what == "risk":
+        from signoff.agents.risk_cli import print_trained, train_risk
+
+        try:
+            print_trained(train_risk(settings, source), settings)
+        except SignoffError as exc:
+            raise _fail(exc) from exc
+        return
+    if what != "triage":
+        raise _fail(ValueError(f"train what? triage or risk, not {what!r}"), 2)
     try:
         if file is not None:
             texts, labels = load_labelled_jsonl(file, text_field=text_field, label_field=label_field)
@@ -98,9 +118,19 @@ def _history_from_odoo(settings: Settings, limit: int | None) -> tuple[list[str]
         return labelled_history(connect_reader(live), limit=limit)
 
 
+#: Below this a model is not worth replacing the current one with; its confidences mean nothing.
+MIN_TRAINING_EXAMPLES = 20
+
+
 def _train(settings: Settings, texts: list[str], labels: list[str]) -> Any:
+    from signoff.guardrails.screens import redact
     from signoff.llm.training import train as fit
 
+    if len(texts) < MIN_TRAINING_EXAMPLES or len(set(labels)) < 2:
+        raise DataError(f"need at least {MIN_TRAINING_EXAMPLES} labelled examples over 2+ classes, "
+                        f"got {len(texts)} over {len(set(labels))}: the current model is kept")
+    # Fit on text as the model will see it at run time: redacted by the same screen.
+    texts = [redact(t)[0] for t in texts]
     settings.ensure_dirs()
     with _progress() as progress:
         task = progress.add_task("training", total=100)
@@ -108,7 +138,13 @@ def _train(settings: Settings, texts: list[str], labels: list[str]) -> Any:
         def report(stage: str, fraction: float) -> None:
             progress.update(task, description=stage, completed=int(fraction * 100))
 
-        return fit(texts, labels, settings.models_path, progress=report)
+        report_ = fit(texts, labels, settings.models_path, progress=report)
+    from signoff.guardrails.audit import SqliteAuditLog
+
+    SqliteAuditLog(settings.state_db_path).append(
+        "model.trained", report_.version, "cli", {"n": report_.n, "classes": len(report_.classes),
+                                                  "accuracy": report_.accuracy, "ece": report_.ece})
+    return report_
 
 
 # --- triage --------------------------------------------------------------------------------------
@@ -150,8 +186,13 @@ def triage(
         raise _fail(exc) from exc
     if posted:
         console.print(f"{posted} approval activit(y/ies) created in Odoo for actions whose channel is odoo")
+    if not items:
+        console.print("no tickets to triage" + (" in the file" if file is not None else
+                                                 " (no open ticket without a category)"))
     if pending:
         console.print(f"\n{len(pending)} proposal(s) wait for a decision: [bold]signoff approvals list[/]")
+    if any(r.status == "failed" for r in results):
+        raise typer.Exit(1)
 
 
 def _print_triage(results: list[Any]) -> None:
@@ -187,6 +228,10 @@ def _short(p: Proposal) -> str:
 
 
 def _describe(p: Proposal) -> str:
+    if p.action.startswith("account."):  # a create: there is no "before"
+        a = p.effective_args
+        what = f"{a['amount']:,.2f} {a.get('currency', '')}" if "amount" in a else str(a.get("reason", ""))
+        return f"create {p.action.split('.', 1)[1]}: {what}, due {a.get('deadline', '?')}"
     key = next(iter(p.effective_args))
     before = p.current.get(key)
     return f"{key}: {'(empty)' if before in (None, False, '') else before} -> {p.effective_args[key]}"
@@ -204,10 +249,11 @@ def approvals_list(
     store = SqliteApprovalStore(settings.state_db_path)
     rows = store.find(states=None if state == "all" else (state,))
     table = Table(title=f"Proposals ({state}): {len(rows)}")
-    for col in ("id", "ticket", "write", "conf.", "state", "approvers"):
+    for col in ("id", "target", "write", "conf.", "state", "approvers"):
         table.add_column(col, overflow="fold")
     for p in rows:
-        table.add_row(_short(p), str(p.target_id), _describe(p),
+        target = str(p.target_id) if p.target_model == "helpdesk.ticket" else f"{p.target_model}({p.target_id})"
+        table.add_row(_short(p), target, _describe(p),
                       f"{p.confidence:.2f}" if p.confidence is not None else "rule", p.state, p.approver_group)
     console.print(table)
     if state == "pending" and rows:
@@ -238,7 +284,10 @@ def approvals_show(proposal: Annotated[str, typer.Argument(help="Proposal id or 
     for n in p.evidence[:5]:
         lines.append(f"  similar ({n.get('similarity', 0):.2f}, {n.get('label')}): {n.get('text', '')[:100]}")
     if p.decided_by:
-        lines.append(f"decided by {p.decided_by} at {p.decided_at}: {p.decision_reason or ''}")
+        lines.append(f"decided by {p.decided_by} at {p.decided_at}" + (f": {p.decision_reason}" if p.decision_reason
+                                                                          else ""))
+    if p.edited_args is not None:
+        lines.append(f"edited: {p.args} -> {p.edited_args} (the rationale above is the agent's, for {p.args})")
     if p.result:
         lines.append(f"result: {json.dumps(p.result)}")
     if p.error:
@@ -260,18 +309,38 @@ def _decide(decision: Decision) -> None:
                 console.print(f"[yellow]already decided:[/] {exc}; nothing changed")
                 raise typer.Exit(3) from exc
             console.print(f"{_short(p)} [bold]{p.state}[/] by {p.decided_by}")
-            result = rt.runner.resume_if_ready(p.thread_id, actor=decision.actor)
+            _note_siblings(rt, p)
+            from signoff.agents.renewal import resume_thread
+
+            result = resume_thread(rt, p.thread_id, decision.actor)
+            siblings = rt.store.find(thread_id=p.thread_id)
             if result is None:
-                left = [x for x in rt.store.find(thread_id=p.thread_id) if x.state == "pending"]
-                console.print(f"{len(left)} other proposal(s) of {p.thread_id} still pending; "
-                              "the run resumes when all are decided")
+                left = [x for x in siblings if x.state == "pending"]
+                if left:
+                    console.print(f"{len(left)} other proposal(s) of {p.thread_id} still pending; "
+                                  "the run resumes when all are decided")
                 return
-            for x in rt.store.find(thread_id=p.thread_id):
+            for x in siblings:
                 colour = {"executed": "green", "failed": "red"}.get(x.state, "dim")
                 console.print(f"  {_short(x)} {x.action}: [{colour}]{x.state}[/]"
                               + (f" ({x.error})" if x.error else ""))
+            if any(x.state == "failed" for x in siblings):
+                console.print("[red]a write failed[/]: it is in the exception queue "
+                              "(signoff approvals list --state failed; retry or cancel)")
+                raise typer.Exit(1)
     except SignoffError as exc:
         raise _fail(exc) from exc
+
+
+def _note_siblings(rt: Any, p: Proposal) -> None:
+    """After a category edit, say so when the run's team proposal no longer follows the routing table."""
+    if p.action != "ticket.set_category" or p.edited_args is None:
+        return
+    team, _ = rt.policy.routing.team_for(p.edited_args["category"])
+    for x in rt.store.find(thread_id=p.thread_id, states=("pending",)):
+        if x.action == "ticket.set_team" and x.args.get("team") != team:
+            console.print(f"[yellow]note:[/] {_short(x)} still proposes team {x.args['team']!r}; the routing "
+                          f"table says {team!r} for {p.edited_args['category']}: edit or reject it")
 
 
 @approvals_app.command("approve")
@@ -316,15 +385,24 @@ def approvals_recover() -> None:
     settings = _settings()
     try:
         with open_runtime(settings) as rt:
+            from signoff.agents.renewal import renewal_runner, resume_thread
+
             expired = rt.approvals.expire_due()
             for p in expired:
-                rt.runner.resume_if_ready(p.thread_id, actor="system:expiry")
-            results = rt.runner.recover()
+                resume_thread(rt, p.thread_id, "system:expiry")
+            results: list[Any] = rt.runner.recover()
+            with renewal_runner(rt) as renewal:
+                results += renewal.recover()
             failed = rt.store.find(states=("failed",))
+            waiting = rt.runner.waiting_on_stale()
     except SignoffError as exc:
         raise _fail(exc) from exc
     console.print(f"expired {len(expired)}, resumed {len(results)} run(s); "
                   f"{len(failed)} in the exception queue (signoff approvals list --state failed)")
+    if waiting:
+        console.print(f"[yellow]{len(waiting)} interrupted write(s) are younger than "
+                      f"SIGNOFF_EXECUTOR_STALE_SECONDS={settings.executor_stale_seconds:g}[/]: another process "
+                      "may still be writing them; run recover again after that")
 
 
 @approvals_app.command("sync")
@@ -356,10 +434,14 @@ def approvals_retry(proposal: Annotated[str, typer.Argument(help="A failed propo
 
     try:
         with open_runtime(_settings()) as rt:
-            p = rt.executor.retry(resolve_id(rt.store, proposal), actor)
+            pid = resolve_id(rt.store, proposal)
+            rt.approvals.authorise(rt.store.get(pid), actor, verb="retry")
+            p = rt.executor.retry(pid, actor)
     except SignoffError as exc:
         raise _fail(exc) from exc
     console.print(f"{_short(p)} {p.state}" + (f": {p.error}" if p.error else ""))
+    if p.state == "failed":
+        raise typer.Exit(1)
 
 
 @approvals_app.command("cancel")
@@ -369,8 +451,10 @@ def approvals_cancel(
     reason: Annotated[str, typer.Option(help="Why it will never be written.")],
 ) -> None:
     """Give up on a failed proposal (it leaves the exception queue, never written)."""
+    from signoff.guardrails.approvals import Approvals
     from signoff.guardrails.audit import SqliteAuditLog
     from signoff.guardrails.executor import Executor
+    from signoff.guardrails.policy import load_policy
     from signoff.guardrails.store import SqliteApprovalStore, resolve_id
 
     settings = _settings()
@@ -380,7 +464,9 @@ def approvals_cancel(
         raise AssertionError("cancel never writes")
 
     try:
-        p = Executor(store, audit, no_writer).cancel(resolve_id(store, proposal), actor, reason)
+        pid = resolve_id(store, proposal)
+        Approvals(store, audit, load_policy(settings.policy_path)).authorise(store.get(pid), actor, verb="cancel")
+        p = Executor(store, audit, no_writer).cancel(pid, actor, reason)
     except SignoffError as exc:
         raise _fail(exc) from exc
     console.print(f"{_short(p)} {p.state}")
@@ -407,14 +493,17 @@ def audit(
         store = SqliteApprovalStore(settings.state_db_path)
         matches = [p.id for p in store.find() if p.id.startswith(subject)]
         subject = matches[0] if len(matches) == 1 else subject
+    broken: SignoffError | None = None
     try:
         n = log.verify()
     except SignoffError as exc:
-        raise _fail(exc) from exc
+        broken, n = exc, 0
     events = log.trail(subject)
     if as_json:
         for e in events:
-            console.print_json(e.model_dump_json())
+            print(e.model_dump_json())
+        if broken:
+            raise _fail(broken)
         return
     table = Table(title=f"Audit: {subject or 'all'}")
     cols = ("#", "at", "kind", "actor", "data") if subject else ("#", "at", "kind", "subject", "actor", "data")
@@ -426,7 +515,10 @@ def audit(
             row.insert(3, e.subject[:26])
         table.add_row(*row)
     console.print(table)
-    console.print(f"[green]hash chain verified[/] ({n} events)")
+    if broken:
+        raise _fail(ValueError(f"{broken}: the events above cannot be trusted"))
+    console.print(f"[green]hash chain verified[/] ({n} events; the newest is {log.trail()[-1].hash[:16]} - "
+                  "keep it elsewhere to detect a deleted tail)" if n else "[green]hash chain verified[/] (empty)")
 
 
 # --- demo ----------------------------------------------------------------------------------------
@@ -488,6 +580,8 @@ def demo(
             title="Next: decide (the paused run resumes and writes to Odoo exactly once)"))
 
 
+
+
 def _mount_sandbox() -> None:
     from signoff.sandbox.cli import app as sandbox_app
 
@@ -523,5 +617,17 @@ def _mount_evals() -> None:
 
 _mount_evals()
 
+def main() -> None:
+    """The console script: typer's app, with no Python traceback for the errors a user can cause."""
+    try:
+        app()
+    except UnicodeDecodeError as exc:
+        err.print(f"[bold red]error:[/] a file is not UTF-8 text ({exc.reason} at byte {exc.start})")
+        raise SystemExit(1) from exc
+    except (OSError, ValueError, OverflowError) as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise SystemExit(1) from exc
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -63,8 +63,26 @@ class Settings(BaseSettings):
     llm_backend: str = "embedded"
     """``embedded`` (offline, no key) or ``openai`` (any OpenAI-compatible endpoint)."""
     llm_base_url: str | None = None
+    """e.g. ``https://api.openai.com/v1``, vLLM/llama.cpp ``http://host:8000/v1``, Ollama ``http://host:11434/v1``."""
     llm_api_key: SecretStr | None = None
     llm_model: str | None = None
+    llm_timeout: float = 60.0
+    """Seconds per LLM request."""
+    llm_max_retries: int = 2
+    """Retries of a request that got 408/409/429/5xx or no connection (exponential backoff, by the client)."""
+    llm_max_tokens: int = 64
+    """Cap on the answer's tokens (a label and a one-sentence rationale)."""
+    llm_confidence: str = "auto"
+    """``logprobs`` (label-token log-probabilities), ``samples`` (agreement of k answers) or ``auto``."""
+    llm_samples: int = 5
+    """k for ``samples`` confidence."""
+    llm_sample_temperature: float = 0.8
+    llm_price_input: float = 0.0
+    """USD per million input tokens, for the cost in audit events (0: a local model)."""
+    llm_price_cached_input: float = 0.0
+    """USD per million cached input tokens (counted apart from fresh input)."""
+    llm_price_output: float = 0.0
+    """USD per million output tokens."""
 
     # Slack ---------------------------------------------------------------------------------------
     slack_bot_token: SecretStr | None = None

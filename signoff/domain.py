@@ -78,6 +78,10 @@ class Prediction(BaseModel):
     alternatives: list[tuple[str, float]] = Field(default_factory=list)
     neighbours: list[Neighbour] = Field(default_factory=list)
     model_version: str
+    rationale: str | None = None
+    """The model's own reason (LLM backend); None for the embedded model, whose evidence is ``neighbours``."""
+    usage: dict[str, Any] | None = None
+    """LLM backend: calls, tokens (cached input apart), cost, latency, prompt ref and sha256; None if embedded."""
 
 
 class ScreenResult(BaseModel):
@@ -107,6 +111,48 @@ class Triage(BaseModel):
     """``report``: a ticket from a file, classified only (it has no Odoo record to write to)."""
     reasons: list[str] = Field(default_factory=list)
     """Why fields went to a human instead of a proposal."""
+    proposal_ids: list[str] = Field(default_factory=list)
+
+
+# --- accounts (renewal risk) ---------------------------------------------------------------------
+
+
+class RiskDriver(BaseModel):
+    """One feature's part in an account's churn probability."""
+
+    feature: str
+    label: str
+    value: float | str | None
+    contribution: float
+    """Log-odds the feature adds to the churn logit (exactly 0 for a missing feature the model never learnt)."""
+    delta: float
+    """Calibrated probability minus the probability without this feature's contribution."""
+    missing: bool = False
+    text: str = ""
+    """The driver in words."""
+
+
+class RiskScore(BaseModel):
+    """The renewal agent's conclusion about one account."""
+
+    partner_id: int
+    thread_id: str
+    name: str
+    probability: float = Field(ge=0.0, le=1.0)
+    """Calibrated probability of churn."""
+    interval: tuple[float, float]
+    """90 % interval of the probability (coefficient uncertainty)."""
+    band: str
+    """``low`` / ``medium`` / ``high`` by the policy's ``risk.bands``."""
+    confidence: float = Field(ge=0.0, le=1.0)
+    coverage: float
+    """Share of the model's signal this account's data carries (missing features carry none)."""
+    drivers: list[RiskDriver] = Field(default_factory=list)
+    """Top drivers, largest absolute contribution first."""
+    missing: list[str] = Field(default_factory=list)
+    model_version: str
+    outcome: Literal["proposed", "needs_human", "skipped", "churned"] = "skipped"
+    reasons: list[str] = Field(default_factory=list)
     proposal_ids: list[str] = Field(default_factory=list)
 
 

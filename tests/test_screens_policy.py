@@ -27,6 +27,17 @@ def test_pii_is_redacted_with_typed_placeholders() -> None:
     assert result.injection == []
 
 
+@pytest.mark.parametrize("phone", ["+1 (415) 555-0132", "07700 900123", "555-123-4567", "+44 20 7946 0958",
+                                   "0033 1 42 68 53 00"])
+def test_phone_formats_are_redacted(phone: str) -> None:
+    assert screen(f"call me on {phone} please", max_chars=200).text == "call me on [PHONE] please"
+
+
+def test_amounts_and_ticket_numbers_are_not_phones() -> None:
+    text = "refund 1,299.00 for ticket 4312 from 2024-10-11"
+    assert screen(text, max_chars=200).text == text
+
+
 def test_card_numbers_need_a_valid_checksum() -> None:
     assert "[CARD]" not in screen("order 1234 5678 9012 3456 arrived", max_chars=100).text
 

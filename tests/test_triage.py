@@ -242,12 +242,10 @@ def test_injection_is_flagged_and_yields_no_extra_proposal(rt: Runtime) -> None:
     result = rt.runner.run(tid)
     assert result.triage is not None
     assert result.triage.screen.injection, "the ticket's instructions to the AI are flagged"
+    assert result.triage.outcome == "needs_human"
     assert any("prompt injection" in r for r in result.triage.reasons)
-    proposals = rt.store.find(thread_id=f"ticket:signoff:{tid}")
-    assert {p.action for p in proposals} <= {"ticket.set_category", "ticket.set_team", "ticket.set_priority"}
-    assert all(p.args.get("priority") != "3" for p in proposals), "'urgent' in injected text raises nothing"
-    assert all(p.target_id == tid for p in proposals), "no proposal touches another ticket"
-    assert len(rt.store.find()) == len(proposals)
+    assert rt.store.find() == [], "text that steers the agent gets a human, not proposals"
+    assert "urgency cues ignored" in result.triage.priority_reason
 
 
 def test_unauthorised_approver_is_refused_and_audited(rt: Runtime, triage_settings: Settings) -> None:
@@ -310,7 +308,13 @@ def test_pii_never_reaches_the_model(triage_settings: Settings, model_dir: Path)
         assert secret not in seen
     assert "[EMAIL]" in seen and "[CARD]" in seen and "[IBAN]" in seen
     assert result.triage is not None and result.triage.screen.redactions["CARD"] == 1
+    assert result.triage.screen.redactions["PHONE"] == 1
     assert all("4111" not in json.dumps(e.data) for e in rt.audit.trail())
+    files = [triage_settings.checkpoint_db_path, Path(f"{triage_settings.checkpoint_db_path}-wal")]
+    stored = b"".join(f.read_bytes() for f in files if f.exists())
+    assert b"[CARD]" in stored, "the checkpoint holds the redacted ticket"
+    for secret in (b"dana.whitfield@globex.example", b"4111 1111 1111 1111", b"DE89 3704", b"555 0142"):
+        assert secret not in stored, "the checkpointer never stores the raw ticket"
 
 
 def test_odoo_down_fails_the_run_cleanly_and_it_can_be_retried(rt: Runtime, odoo_standin: OdooStandIn) -> None:
@@ -320,3 +324,25 @@ def test_odoo_down_fails_the_run_cleanly_and_it_can_be_retried(rt: Runtime, odoo
     assert result.status == "failed" and "OdooConnectionError" in (result.error or "")
     assert rt.store.find() == []
     assert any(e.kind == "run.failed" for e in rt.audit.trail(f"ticket:signoff:{tid}"))
+
+
+def test_two_concurrent_runs_of_one_ticket_triage_it_once(rt: Runtime) -> None:
+    tid = any_new_ticket(rt)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: rt.runner.run(tid), range(2)))
+    assert sorted(r.status for r in results) == ["duplicate", "paused"]
+    decided = [e for e in rt.audit.trail(f"ticket:signoff:{tid}") if e.kind == "triage.decided"]
+    assert len(decided) == 1
+
+
+def test_exception_queue_actions_need_an_approver(rt: Runtime, triage_settings: Settings) -> None:
+    tid = any_new_ticket(rt)
+    rt.runner.run(tid)
+    p = rt.store.find(thread_id=f"ticket:signoff:{tid}")[0]
+    rt.store.transition(p.id, ("pending",), state="failed", error="OdooConnectionError: down")
+    for args in (["cancel", p.id, "--reason", "x"], ["retry", p.id]):
+        refused = signoff(triage_settings, "approvals", *args, "--as", "cli:mallory")
+        assert refused.returncode == 1 and "not in approver group" in refused.stderr
+    assert rt.store.get(p.id).state == "failed"
+    done = signoff(triage_settings, "approvals", "cancel", p.id, "--reason", "not needed", "--as", "cli:lead")
+    assert done.returncode == 0 and rt.store.get(p.id).state == "cancelled"

@@ -22,6 +22,10 @@ from signoff.errors import SignoffError
 
 log = logging.getLogger(__name__)
 RunStatus = Literal["paused", "done", "duplicate", "failed"]
+#: A run that started but wrote no checkpoint for this long is presumed dead and may be started again.
+CLAIM_SECONDS = 300.0
+#: Checkpoints are written before the next step starts, so a kill -9 never loses a finished step.
+DURABILITY: Literal["sync"] = "sync"
 
 
 @dataclass
@@ -69,13 +73,15 @@ class TriageRunner:
                 return result
             if stopped:
                 log.info("finishing interrupted run %s", thread_id)
-                out = self.graph.invoke(None, config, context=self.services)
+                out = self.graph.invoke(None, config, context=self.services, durability=DURABILITY)
             else:
+                if not self.services.store.claim(thread_id, stale_after=CLAIM_SECONDS):
+                    return RunResult(thread_id, "duplicate", error="a run of this ticket is in progress elsewhere")
                 state: TriageState = (
                     {"ticket": ticket.model_dump(mode="json")} if isinstance(ticket, Ticket)
                     else {"ticket_id": ticket}
                 )
-                out = self.graph.invoke(state, config, context=self.services)
+                out = self.graph.invoke(state, config, context=self.services, durability=DURABILITY)
         except SignoffError as exc:
             self.services.audit.append("run.failed", thread_id, "agent:triage",
                                        {"error": f"{type(exc).__name__}: {exc}"}, thread_id=thread_id)
@@ -100,15 +106,30 @@ class TriageRunner:
         self.services.audit.append("run.resumed", thread_id, actor, {}, thread_id=thread_id)
         config = self._config(thread_id)
         command: Command[Any] | None = Command(resume={"by": actor}) if paused else None
-        out = self.graph.invoke(command, config, context=self.services)
+        out = self.graph.invoke(command, config, context=self.services, durability=DURABILITY)
         return self._result(thread_id, out, "__interrupt__" in out)
 
     def recover(self) -> list[RunResult]:
-        """Finish runs left behind: decided but never resumed, or killed between approval and write."""
-        threads = sorted({p.thread_id for p in self.services.store.find() if p.state != "pending"})
+        """Finish runs left behind: decided but never resumed, or killed between approval and write.
+
+        Paused or stopped runs are resumed. Then any proposal still ``approved`` or ``executing`` whose
+        run has ended (a kill -9 can end a run's bookkeeping before its write) goes to the executor,
+        which reconciles an interrupted write by reading Odoo back once it is older than the stale bound.
+        """
+        store = self.services.store
+        threads = sorted({p.thread_id for p in store.find() if p.state != "pending"})
         results = []
         for thread_id in threads:
             result = self.resume_if_ready(thread_id, actor="system:recovery")
             if result is not None:
                 results.append(result)
+        for p in store.find(states=("approved", "executing")):
+            _, paused, stopped = self.status(p.thread_id)
+            if not (paused or stopped):
+                self.services.executor.execute(p.id)
         return results
+
+    def waiting_on_stale(self) -> list[str]:
+        """Executions interrupted less than the stale bound ago: recover again after it."""
+        stale = {p.id for p in self.services.executor.stale()}
+        return [p.id for p in self.services.store.find(states=("executing",)) if p.id not in stale]

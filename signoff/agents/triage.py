@@ -32,7 +32,7 @@ from signoff.domain import (
 from signoff.guardrails.audit import AuditLog
 from signoff.guardrails.executor import Executor
 from signoff.guardrails.policy import Policy, PriorityRules, parse_duration
-from signoff.guardrails.screens import screen
+from signoff.guardrails.screens import redact, screen
 from signoff.guardrails.store import ApprovalStore
 from signoff.integrations.odoo import OdooReader
 from signoff.tools.tickets import load_ticket
@@ -115,17 +115,22 @@ def load(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
                      {"ticket": ticket.id, "customer": ticket.customer.id if ticket.customer else None,
                       "tier": ticket.customer.tier if ticket.customer else None},
                      thread_id=ticket.thread_id)
-    return {"ticket": ticket.model_dump(mode="json")}
+    # Screen before the state is written: the checkpointer persists every state, and the raw text
+    # (cards, emails, phones...) must never land there, nor reach a model.
+    result = screen(ticket.text, max_chars=svc.settings.max_ticket_chars)
+    ticket = ticket.model_copy(update={"subject": redact(ticket.subject)[0], "description": result.text})
+    return {"ticket": ticket.model_dump(mode="json"), "screen": result.model_dump()}
 
 
 def screen_node(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
+    """Record what the screen found (it ran in ``load``, before anything was persisted)."""
     svc = runtime.context
     ticket = Ticket.model_validate(state["ticket"])
-    result = screen(ticket.text, max_chars=svc.settings.max_ticket_chars)
+    result = ScreenResult.model_validate(state["screen"])
     svc.audit.append("ticket.screened", ticket.thread_id, AGENT,
                      {"redactions": result.redactions, "injection": result.injection,
                       "truncated": result.truncated}, thread_id=ticket.thread_id)
-    return {"screen": result.model_dump()}
+    return {}
 
 
 def classify(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
@@ -133,10 +138,11 @@ def classify(state: TriageState, runtime: Runtime[TriageServices]) -> TriageStat
     ticket = Ticket.model_validate(state["ticket"])
     screened = ScreenResult.model_validate(state["screen"])
     prediction = svc.classifier.predict([screened.text])[0]
-    svc.audit.append("ticket.classified", ticket.thread_id, AGENT,
-                     {"category": prediction.label, "confidence": round(prediction.confidence, 4),
-                      "alternatives": prediction.alternatives, "model": prediction.model_version},
-                     thread_id=ticket.thread_id)
+    event: dict[str, Any] = {"category": prediction.label, "confidence": round(prediction.confidence, 4),
+                             "alternatives": prediction.alternatives, "model": prediction.model_version}
+    if prediction.usage is not None:  # LLM backend: tokens, cost, prompt hash, and its rationale
+        event |= {"usage": prediction.usage, "rationale": prediction.rationale}
+    svc.audit.append("ticket.classified", ticket.thread_id, AGENT, event, thread_id=ticket.thread_id)
     return {"prediction": prediction.model_dump()}
 
 
@@ -175,7 +181,8 @@ def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
     prediction = Prediction.model_validate(state["prediction"])
     reasons: list[str] = []
     if screened.injection:
-        reasons.append("possible prompt injection in the ticket: " + "; ".join(screened.injection[:3]))
+        reasons.append("possible prompt injection in the ticket (nothing proposed, a human triages it): "
+                       + "; ".join(screened.injection[:3]))
 
     category_rule = policy.action("ticket.set_category")
     confident = confident_enough(prediction.confidence, category_rule.min_confidence)
@@ -189,6 +196,7 @@ def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
         priority_reason += " (urgency cues ignored: the ticket contains instructions to the AI)"
     evidence = [n.model_dump() for n in prediction.neighbours]
     alternatives = ", ".join(f"{label} {p:.2f}" for label, p in prediction.alternatives[:3])
+    best = f"{prediction.label} {prediction.confidence:.2f}"
     why = f"classified {prediction.label!r} at {prediction.confidence:.2f} (runners-up: {alternatives or 'none'})"
     if screened.injection:
         why += "; WARNING: the ticket contains text addressed to the AI, it was ignored"
@@ -197,7 +205,7 @@ def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
     if not confident:
         reasons.append(f"category confidence {prediction.confidence:.2f} is below "
                        f"{_threshold(category_rule.min_confidence):.2f} for ticket.set_category: left to human triage "
-                       f"(best guesses: {prediction.label}, {alternatives or 'none'}; "
+                       f"(best guesses: {best}, {alternatives or 'none'}; "
                        f"suggested priority {PRIORITY_NAMES[priority]}: {priority_reason})")
     else:
         if prediction.label != ticket.category:
@@ -213,6 +221,8 @@ def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
         wanted.append(_proposal(svc, ticket, "ticket.set_priority", {"priority": priority}, ticket.priority,
                                 None, f"priority {PRIORITY_NAMES[priority]}: {priority_reason}", [],
                                 prediction.model_version))
+    if screened.injection:
+        wanted = []  # the text tries to steer the agent: a human triages it, nothing is proposed
     if ticket.db == "file":
         wanted = []  # no Odoo record to write to: a report only
 
@@ -226,8 +236,12 @@ def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
                               "current": stored.current, "confidence": stored.confidence,
                               "approvers": stored.approver_group, "policy": policy.label,
                               "model": stored.model_version}, thread_id=ticket.thread_id)
+    if not wanted and not reasons and ticket.db != "file":
+        reasons.append(f"nothing to change: the ticket already has category {ticket.category}, "
+                       f"team {ticket.team}, priority {PRIORITY_NAMES.get(ticket.priority, ticket.priority)}")
     outcome: Literal["proposed", "needs_human", "skipped", "report"] = (
-        "report" if ticket.db == "file" else "proposed" if ids else "needs_human" if reasons else "skipped"
+        "report" if ticket.db == "file" else "proposed" if ids
+        else "skipped" if reasons and reasons[0].startswith("nothing to change") else "needs_human"
     )
     triage = Triage(
         ticket_id=ticket.id, thread_id=ticket.thread_id, category=prediction, team=team, team_reason=team_reason,
@@ -237,7 +251,7 @@ def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
     svc.audit.append("triage.decided", ticket.thread_id, AGENT,
                      {"outcome": outcome, "reasons": reasons, "proposals": ids, "policy": policy.label,
                       "model": prediction.model_version}, thread_id=ticket.thread_id)
-    if reasons and outcome != "report":
+    if outcome == "needs_human":
         svc.audit.append("run.needs_human", ticket.thread_id, AGENT, {"reasons": reasons},
                          thread_id=ticket.thread_id)
     return {"triage": triage.model_dump(mode="json"), "proposal_ids": ids}

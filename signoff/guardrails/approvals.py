@@ -25,13 +25,21 @@ class Approvals:
     def __init__(self, store: ApprovalStore, audit: AuditLog, policy: Policy) -> None:
         self.store, self.audit, self.policy = store, audit, policy
 
-    def _refuse(self, proposal: Proposal, decision: Decision, reason: str) -> NotAuthorised:
-        self.audit.append(
-            "decision.refused", proposal.id, decision.actor,
-            {"verdict": decision.verdict, "reason": reason, "channel": decision.channel},
-            thread_id=proposal.thread_id,
-        )
-        return NotAuthorised(reason)
+    def authorise(self, proposal: Proposal, actor: str, *, verb: str, channel: str = "cli") -> None:
+        """Raise NotAuthorised (audited) unless ``actor`` may act on ``proposal``: a member of the group
+        the policy names, and not the one who raised it (separation of duties)."""
+        group = proposal.approver_group
+        if not actor.strip():
+            reason = "no approver identity given (e.g. --as cli:lead)"
+        elif not self.policy.may_decide(actor, group):
+            reason = f"{actor} is not in approver group {group!r}"
+        elif self.policy.separation_of_duties and actor == proposal.requested_by:
+            reason = f"{actor} raised this proposal and may not decide it"
+        else:
+            return
+        self.audit.append("decision.refused", proposal.id, actor or "(none)",
+                          {"verdict": verb, "reason": reason, "channel": channel}, thread_id=proposal.thread_id)
+        raise NotAuthorised(reason)
 
     def _already(self, proposal_id: str) -> AlreadyDecided:
         now = self.store.get(proposal_id)
@@ -53,10 +61,7 @@ class Approvals:
             raise self._already(proposal.id)
 
         group = proposal.approver_group
-        if not self.policy.may_decide(decision.actor, group):
-            raise self._refuse(proposal, decision, f"{decision.actor} is not in approver group {group!r}")
-        if self.policy.separation_of_duties and decision.actor == proposal.requested_by:
-            raise self._refuse(proposal, decision, f"{decision.actor} raised this proposal and may not decide it")
+        self.authorise(proposal, decision.actor, verb=decision.verdict, channel=decision.channel)
 
         meta: dict[str, Any] = {
             "decided_by": decision.actor, "decided_at": utcnow(), "decision_reason": decision.reason,
@@ -73,6 +78,11 @@ class Approvals:
             if decision.args is None:
                 raise InvalidDecision("an edit needs the new values")
             args = get_action(proposal.action).validate(decision.args, reader)
+            rule = self.policy.action(proposal.action)
+            if rule.tiers and "amount" in args and rule.approver_group(float(args["amount"])) != group:
+                raise InvalidDecision(f"an amount of {args['amount']} needs approver group "
+                                      f"{rule.approver_group(float(args['amount']))!r}, not {group!r}: "
+                                      "reject and let the agent propose again")
             edited = self.store.transition(proposal.id, PENDING, state="edited", edited_args=args, **meta)
             if edited is None:
                 raise self._already(proposal.id)

@@ -20,7 +20,7 @@ _SECRET = re.compile(
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b")
 _CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
-_PHONE = re.compile(r"(?<![\w.+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){2,4}(?!\w)")
+_PHONE = re.compile(r"(?<![\w+])(?:\+|00)?\d[\d ().\-/]{5,20}\d(?!\w)")
 _DATE = re.compile(r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}$|^\d{1,2}[-./]\d{1,2}[-./]\d{4}$")
 _ADDRESS = re.compile(
     r"\b\d{1,5}\s+(?:[A-Z][a-z]+\s){1,3}"
@@ -56,7 +56,9 @@ def _luhn_ok(digits: str) -> bool:
 
 
 def _looks_like_phone(s: str) -> bool:
-    return sum(c.isdigit() for c in s) >= 7 and not _DATE.match(s)
+    """7 to 13 digits (longer runs are order or account numbers), not a date, not a decimal amount."""
+    digits = sum(c.isdigit() for c in s)
+    return 7 <= digits <= 13 and not _DATE.match(s) and not re.fullmatch(r"[\d,]+\.\d{1,2}", s)
 
 
 def redact(text: str) -> tuple[str, Counter[str]]:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from signoff.domain import Proposal
+from signoff.domain import Proposal, utcnow
 from signoff.errors import ProposalNotFound
 
 
@@ -36,6 +36,16 @@ class ApprovalStore(Protocol):
         Returns the updated proposal, or None when the condition did not hold (someone else moved first).
         """
         ...
+
+    def claim(self, key: str, *, stale_after: float) -> bool:
+        """Take ``key`` (e.g. a run's thread id) unless someone took it less than ``stale_after`` s ago."""
+        ...
+
+
+def _claim_fresh(claimed_at: str | None, stale_after: float) -> bool:
+    from datetime import datetime
+
+    return claimed_at is not None and (utcnow() - datetime.fromisoformat(claimed_at)).total_seconds() < stale_after
 
 
 def resolve_id(store: ApprovalStore, prefix: str) -> str:
@@ -68,6 +78,7 @@ CREATE TABLE IF NOT EXISTS proposals (
 );
 CREATE INDEX IF NOT EXISTS proposals_thread ON proposals(thread_id);
 CREATE INDEX IF NOT EXISTS proposals_state ON proposals(state);
+CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, claimed_at TEXT NOT NULL);
 """
 
 
@@ -181,10 +192,27 @@ class SqliteApprovalStore:
             return updated
 
 
+    def claim(self, key: str, *, stale_after: float) -> bool:
+        with self.db.connect(write=True) as conn:
+            row = conn.execute("SELECT claimed_at FROM claims WHERE key = ?", (key,)).fetchone()
+            if row and _claim_fresh(row[0], stale_after):
+                return False
+            conn.execute("INSERT OR REPLACE INTO claims (key, claimed_at) VALUES (?, ?)", (key, utcnow().isoformat()))
+            return True
+
+
 class InMemoryApprovalStore:
     def __init__(self) -> None:
         self._rows: dict[str, Proposal] = {}
+        self._claims: dict[str, str] = {}
         self._lock = threading.Lock()
+
+    def claim(self, key: str, *, stale_after: float) -> bool:
+        with self._lock:
+            if _claim_fresh(self._claims.get(key), stale_after):
+                return False
+            self._claims[key] = utcnow().isoformat()
+            return True
 
     def add(self, proposal: Proposal) -> tuple[Proposal, bool]:
         with self._lock:
