@@ -580,6 +580,13 @@ def demo(
             title="Next: decide (the paused run resumes and writes to Odoo exactly once)"))
 
 
+def _mount_risk() -> None:
+    from signoff.agents.risk_cli import app as risk_app
+
+    app.add_typer(risk_app, name="risk")
+
+
+_mount_risk()
 
 
 def _mount_sandbox() -> None:

@@ -8,13 +8,40 @@ is the read-back that reconciles an interrupted execution.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from signoff.domain import PRIORITY_NAMES
 from signoff.errors import ExecutionError, InvalidDecision
+from signoff.guardrails.activity_actions import ACTIVITY_ACTIONS
 from signoff.integrations.odoo import OdooReader, OdooWriterPort
 
+PRIORITY_CODES = {name: code for code, name in PRIORITY_NAMES.items()}
+
 TICKET = "helpdesk.ticket"
+
+
+class ExecutableAction(Protocol):
+    """What the executor and the approval channels need of an action: field writes and creates alike.
+
+    ``marker_id`` is the proposal id: a create action stamps it on what it creates and looks for it
+    before creating (exactly once); a field write ignores it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def target_model(self) -> str: ...
+
+    @property
+    def choices(self) -> tuple[str, ...] | None: ...
+
+    def validate(self, args: dict[str, Any], reader: OdooReader | None = None) -> dict[str, Any]: ...
+
+    def is_applied(self, reader: OdooReader, target_id: int, args: dict[str, Any], *,
+                   marker_id: str = "") -> bool: ...
+
+    def apply(self, writer: OdooWriterPort, target_id: int, args: dict[str, Any], *,
+              marker_id: str = "") -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -39,6 +66,8 @@ class Action:
         if not isinstance(value, str) or not value.strip():
             raise InvalidDecision(f"{self.arg} must be a non-empty string")
         value = value.strip()
+        if self.arg == "priority":
+            value = PRIORITY_CODES.get(value.lower(), value)
         if self.choices is not None and value not in self.choices:
             raise InvalidDecision(f"{self.arg} must be one of {', '.join(self.choices)}; got {value!r}")
         if self.relation and reader is not None and not self._lookup(reader, value):
@@ -59,10 +88,12 @@ class Action:
             return value[1] if value else None
         return value if value is not False else None
 
-    def is_applied(self, reader: OdooReader, target_id: int, args: dict[str, Any]) -> bool:
+    def is_applied(self, reader: OdooReader, target_id: int, args: dict[str, Any], *,
+                   marker_id: str = "") -> bool:
         return bool(self.current(reader, target_id) == args[self.arg])
 
-    def apply(self, writer: OdooWriterPort, target_id: int, args: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, writer: OdooWriterPort, target_id: int, args: dict[str, Any], *,
+              marker_id: str = "") -> dict[str, Any]:
         value: Any = args[self.arg]
         if self.relation:
             found = self._lookup(writer, value)
@@ -73,17 +104,16 @@ class Action:
         return {"model": self.target_model, "id": target_id, "field": self.field, "value": value}
 
 
-ACTIONS: dict[str, Action] = {
-    a.name: a
-    for a in (
-        Action("ticket.set_category", "category", "category_id", relation="helpdesk.ticket.category"),
-        Action("ticket.set_team", "team", "team_id", relation="helpdesk.ticket.team"),
-        Action("ticket.set_priority", "priority", "priority", choices=tuple(PRIORITY_NAMES)),
-    )
-}
+_TABLE: tuple[ExecutableAction, ...] = (
+    Action("ticket.set_category", "category", "category_id", relation="helpdesk.ticket.category"),
+    Action("ticket.set_team", "team", "team_id", relation="helpdesk.ticket.team"),
+    Action("ticket.set_priority", "priority", "priority", choices=tuple(PRIORITY_NAMES)),
+    *ACTIVITY_ACTIONS,  # account.csm_followup, account.retention_offer: creates, exactly once by marker
+)
+ACTIONS: dict[str, ExecutableAction] = {a.name: a for a in _TABLE}
 
 
-def get_action(name: str) -> Action:
+def get_action(name: str) -> ExecutableAction:
     try:
         return ACTIONS[name]
     except KeyError:

@@ -88,7 +88,7 @@ class Executor:
 
         if recovering:
             try:
-                if action.is_applied(self.writer, claimed.target_id, args):
+                if action.is_applied(self.writer, claimed.target_id, args, marker_id=claimed.id):
                     return self._done(claimed, {"reconciled": True, "model": claimed.target_model,
                                                 "id": claimed.target_id, "args": args})
             except OdooError as exc:
@@ -103,9 +103,9 @@ class Executor:
                                "args": args}, thread_id=thread)
             try:
                 self._crash("before_write")
-                result = action.apply(self.writer, claimed.target_id, args)
+                result = action.apply(self.writer, claimed.target_id, args, marker_id=claimed.id)
                 self._crash("after_write")
-                if not action.is_applied(self.writer, claimed.target_id, args):
+                if not action.is_applied(self.writer, claimed.target_id, args, marker_id=claimed.id):
                     raise ExecutionError("read-back after the write does not show the new value")
                 return self._done(claimed, result)
             except RETRYABLE as exc:

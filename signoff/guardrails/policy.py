@@ -91,6 +91,27 @@ class Routing(BaseModel):
         return self.default_team, f"no route for {category}: default team {self.default_team}"
 
 
+class OfferRules(BaseModel):
+    """How big a retention offer the renewal agent proposes (the approver tier follows from the amount)."""
+
+    bands: list[str] = Field(default_factory=lambda: ["high"])
+    months_of_mrr: float = Field(default=1.0, ge=0.0)
+    """Offer = this many months of the subscription's monthly recurring revenue, rounded to ``round_to``."""
+    round_to: float = Field(default=10.0, gt=0.0)
+    max_amount: float | None = None
+
+
+class RiskRules(BaseModel):
+    """The renewal agent's policy: bands by churn probability and which proposals each band gets."""
+
+    bands: dict[str, float] = Field(default_factory=lambda: {"low": 0.0, "medium": 0.30, "high": 0.50})
+    """Band -> lowest probability in it."""
+    followup_bands: list[str] = Field(default_factory=lambda: ["medium", "high"])
+    followup_days: dict[str, int] = Field(default_factory=lambda: {"high": 2, "medium": 7})
+    """Band -> days until the CSM follow-up is due."""
+    offer: OfferRules = Field(default_factory=OfferRules)
+
+
 class Policy(BaseModel):
     version: int | str
     actions: dict[str, ActionPolicy]
@@ -99,6 +120,7 @@ class Policy(BaseModel):
     unknown_action: Literal["reject"] = "reject"
     routing: Routing = Field(default_factory=Routing)
     priority: PriorityRules = Field(default_factory=PriorityRules)
+    risk: RiskRules = Field(default_factory=RiskRules)
     sha256: str = ""
     """Hash of the policy file's bytes; travels in every audit event with ``version``."""
 

@@ -1,0 +1,401 @@
+"""The renewal-risk agent: load -> score -> decide -> gate -> execute -> finish (a LangGraph graph).
+
+Same shape as triage (:mod:`signoff.agents.triage`): read tools only (:mod:`signoff.tools.accounts`),
+proposals through the guardrails, ``interrupt()`` at the gate until a human decides, the executor as
+the only writer. One durable run per account: thread ``account:<db>:<partner id>``.
+
+* **score**: the calibrated churn probability, its 90 % interval, band (policy ``risk.bands``), top
+  drivers with their contribution, and a confidence (:mod:`signoff.agents.risk_model`).
+* **decide**: bands in ``risk.followup_bands`` get an ``account.csm_followup`` (an activity for the
+  account owner on the customer); bands in ``risk.offer.bands`` with a running subscription get an
+  ``account.retention_offer`` of ``months_of_mrr`` x MRR (rounded), whose amount picks the approver
+  tier (``tiers`` in the action's policy). Below an action's ``min_confidence``: no proposal, a human
+  looks at the account, with the reason. A churned subscription gets nothing.
+
+Renewal runs have their own checkpoint file (``<data dir>/checkpoints-renewal.sqlite``) so that
+triage's recovery never mistakes an account run for a ticket run; :func:`resume_thread` routes a
+thread to the agent that owns it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any, Literal, TypedDict
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime as GraphRuntime
+from langgraph.types import Command, interrupt
+
+from signoff.agents.risk_model import RiskModel, RiskResult, band_for, describe
+from signoff.config import Settings
+from signoff.domain import Proposal, RiskDriver, RiskScore, proposal_id, utcnow
+from signoff.errors import SignoffError
+from signoff.guardrails.audit import AuditLog
+from signoff.guardrails.executor import Executor
+from signoff.guardrails.policy import Policy, parse_duration
+from signoff.guardrails.store import ApprovalStore
+from signoff.integrations.odoo import OdooReader
+from signoff.tools.accounts import AccountSnapshot, load_account
+
+log = logging.getLogger(__name__)
+AGENT = "agent:renewal"
+THREAD_PREFIX = "account:"
+RunStatus = Literal["paused", "done", "duplicate", "failed"]
+
+
+def risk_model_dir(settings: Settings) -> Any:
+    """Where ``signoff train risk`` saves the risk model (beside the triage model, in its own folder)."""
+    return settings.models_path / "risk"
+
+
+def checkpoint_path(settings: Settings) -> Any:
+    return settings.data_dir / "checkpoints-renewal.sqlite"
+
+
+class LazyRiskModel:
+    """Loads the risk model on first use: resuming a run never needs it, scoring does."""
+
+    def __init__(self, loader: Callable[[], RiskModel]) -> None:
+        self._loader = loader
+        self._model: RiskModel | None = None
+
+    @property
+    def model(self) -> RiskModel:
+        if self._model is None:
+            self._model = self._loader()
+        return self._model
+
+
+@dataclass
+class RenewalServices:
+    settings: Settings
+    reader: OdooReader
+    model: LazyRiskModel
+    policy: Policy
+    store: ApprovalStore
+    audit: AuditLog
+    executor: Executor
+    db: str = "signoff"
+    today: date | None = None
+    """Fixed "today" for tests; None = the real date."""
+
+    def day(self) -> date:
+        return self.today or date.today()
+
+    def thread_for(self, partner_id: int) -> str:
+        return f"{THREAD_PREFIX}{self.db}:{partner_id}"
+
+
+class RiskState(TypedDict, total=False):
+    partner_id: int
+    account: dict[str, Any]
+    score: dict[str, Any]
+    proposal_ids: list[str]
+    decisions: dict[str, str]
+    executed: dict[str, str]
+
+
+# --- scoring (shared by the graph and the read-only report) -----------------------------------------
+
+
+def risk_score(svc: RenewalServices, snap: AccountSnapshot, result: RiskResult, *, top: int = 5) -> RiskScore:
+    drivers = [
+        RiskDriver(feature=d.feature, label=d.label, value=d.value, contribution=d.contribution, delta=d.delta,
+                   missing=d.missing, text=describe(d, snap.currency))
+        for d in result.top(top)
+    ]
+    return RiskScore(
+        partner_id=snap.partner_id, thread_id=svc.thread_for(snap.partner_id), name=snap.name,
+        probability=result.probability, interval=result.interval, band=band_for(result.probability,
+                                                                                svc.policy.risk.bands),
+        confidence=result.confidence, coverage=result.coverage, drivers=drivers, missing=result.missing,
+        model_version=result.model_version, outcome="churned" if snap.churned else "skipped",
+    )
+
+
+def assess(svc: RenewalServices, partner_id: int) -> tuple[AccountSnapshot, RiskScore, RiskResult]:
+    """Read and score one account, nothing else (``signoff risk explain``, duplicate runs)."""
+    snap = load_account(svc.reader, partner_id, today=svc.day())
+    result = svc.model.model.score([snap.features])[0]
+    return snap, risk_score(svc, snap, result), result
+
+
+# --- nodes ---------------------------------------------------------------------------------------
+
+
+def load(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskState:
+    svc = runtime.context
+    snap = load_account(svc.reader, state["partner_id"], today=svc.day())
+    thread = svc.thread_for(snap.partner_id)
+    svc.audit.append("account.loaded", thread, AGENT,
+                     {"partner": snap.partner_id, "subscription": snap.subscription_id,
+                      "state": snap.subscription_state,
+                      "missing": sorted(k for k, v in snap.features.items() if v is None)}, thread_id=thread)
+    return {"account": snap.to_json()}
+
+
+def score(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskState:
+    svc = runtime.context
+    snap = AccountSnapshot.from_json(state["account"])
+    result = svc.model.model.score([snap.features])[0]
+    scored = risk_score(svc, snap, result)
+    svc.audit.append("account.scored", scored.thread_id, AGENT,
+                     {"probability": scored.probability, "interval": list(scored.interval), "band": scored.band,
+                      "confidence": scored.confidence, "coverage": scored.coverage, "model": scored.model_version,
+                      "drivers": [{"feature": d.feature, "contribution": d.contribution, "delta": d.delta}
+                                  for d in scored.drivers]}, thread_id=scored.thread_id)
+    return {"score": scored.model_dump(mode="json")}
+
+
+def offer_amount(policy: Policy, recurring_monthly: float) -> float:
+    rules = policy.risk.offer
+    amount = round(recurring_monthly * rules.months_of_mrr / rules.round_to) * rules.round_to
+    if rules.max_amount is not None:
+        amount = min(amount, rules.max_amount)
+    return float(amount)
+
+
+def _proposal(svc: RenewalServices, thread: str, action: str, model: str, target: int, args: dict[str, Any],
+              rationale: str, scored: RiskScore, amount: float | None = None) -> Proposal:
+    rule = svc.policy.action(action)
+    expires = parse_duration(rule.expires)
+    return Proposal(
+        id=proposal_id(thread, action, model, target, args), thread_id=thread, action=action, target_model=model,
+        target_id=target, args=args, current={}, rationale=rationale, confidence=scored.confidence,
+        evidence=[d.model_dump(mode="json") for d in scored.drivers], approver_group=rule.approver_group(amount),
+        channel=rule.channel, requested_by=AGENT,
+        expires_at=utcnow() + (expires or timedelta(days=7)), policy_version=svc.policy.label,
+        model_version=scored.model_version,
+    )
+
+
+def decide(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskState:
+    svc = runtime.context
+    policy, rules = svc.policy, svc.policy.risk
+    snap = AccountSnapshot.from_json(state["account"])
+    scored = RiskScore.model_validate(state["score"])
+    thread = scored.thread_id
+    reasons: list[str] = []
+    wanted: list[Proposal] = []
+    why = (f"churn probability {scored.probability:.2f} (90% {scored.interval[0]:.2f}-{scored.interval[1]:.2f}), "
+           f"band {scored.band}, confidence {scored.confidence:.2f}")
+    drivers = "; ".join(d.text for d in scored.drivers if d.contribution > 0)[:1000] or "no single driver"
+
+    def confident(action: str) -> bool:
+        threshold = policy.action(action).min_confidence
+        if threshold is not None and scored.confidence < threshold:
+            reasons.append(f"confidence {scored.confidence:.2f} is below {threshold:.2f} for {action} "
+                           f"(the account lacks {len(scored.missing)} of the model's features): left to a human")
+            return False
+        return True
+
+    if snap.churned:
+        reasons.append("the subscription has already churned: nothing to propose")
+    else:
+        if scored.band in rules.followup_bands and confident("account.csm_followup"):
+            days = rules.followup_days.get(scored.band, 7)
+            args: dict[str, Any] = {"reason": f"churn risk {scored.band} ({scored.probability:.0%})",
+                    "deadline": (svc.day() + timedelta(days=days)).isoformat(), "drivers": drivers}
+            if snap.owner_uid:
+                args["owner_uid"] = snap.owner_uid
+            wanted.append(_proposal(svc, thread, "account.csm_followup", "res.partner", snap.partner_id, args,
+                                    f"{why}; drivers: {drivers}", scored))
+        if scored.band in rules.offer.bands:
+            mrr = snap.features.get("recurring_monthly")
+            if snap.subscription_id is None or not isinstance(mrr, float) or mrr <= 0:
+                reasons.append("no running subscription with a recurring revenue: no retention offer")
+            elif confident("account.retention_offer"):
+                amount = offer_amount(policy, mrr)
+                offer: dict[str, Any] = {"amount": amount, "currency": snap.currency,
+                        "deadline": (svc.day() + timedelta(days=rules.followup_days.get(scored.band, 7))).isoformat(),
+                        "reason": f"churn risk {scored.band} ({scored.probability:.0%}); "
+                                  f"{rules.offer.months_of_mrr:g} month(s) of {mrr:,.2f} MRR",
+                        "drivers": drivers}
+                if snap.owner_uid:
+                    offer["owner_uid"] = snap.owner_uid
+                wanted.append(_proposal(svc, thread, "account.retention_offer", "sale.order", snap.subscription_id,
+                                        offer, f"{why}; offer {amount:,.2f} {snap.currency}; drivers: {drivers}",
+                                        scored, amount))
+    ids: list[str] = []
+    for proposal in wanted:
+        stored, new = svc.store.add(proposal)
+        ids.append(stored.id)
+        if new:
+            svc.audit.append("proposal.created", stored.id, AGENT,
+                             {"action": stored.action, "target": stored.target_id, "model": stored.target_model,
+                              "args": stored.args, "confidence": stored.confidence,
+                              "approvers": stored.approver_group, "policy": policy.label,
+                              "risk_model": stored.model_version}, thread_id=thread)
+    outcome: Literal["proposed", "needs_human", "skipped", "churned"] = (
+        "churned" if snap.churned else "proposed" if ids else "needs_human" if reasons else "skipped"
+    )
+    scored = scored.model_copy(update={"outcome": outcome, "reasons": reasons, "proposal_ids": ids})
+    svc.audit.append("risk.decided", thread, AGENT,
+                     {"outcome": outcome, "reasons": reasons, "proposals": ids, "policy": policy.label},
+                     thread_id=thread)
+    if outcome == "needs_human":
+        svc.audit.append("run.needs_human", thread, AGENT, {"reasons": reasons}, thread_id=thread)
+    return {"score": scored.model_dump(mode="json"), "proposal_ids": ids}
+
+
+def gate(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskState:
+    """Pause until every proposal of this run is decided. Re-runs from the top on resume: no side effects."""
+    svc = runtime.context
+    ids = state.get("proposal_ids", [])
+    proposals = [svc.store.get(pid) for pid in ids]
+    if any(p.state == "pending" for p in proposals):
+        interrupt({"thread_id": state["score"]["thread_id"], "proposals": ids})
+        proposals = [svc.store.get(pid) for pid in ids]
+    return {"decisions": {p.id: p.state for p in proposals}}
+
+
+def execute(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskState:
+    svc = runtime.context
+    executed: dict[str, str] = {}
+    for pid in state.get("proposal_ids", []):
+        proposal = svc.store.get(pid)
+        if proposal.state in ("approved", "executing", "executed"):
+            proposal = svc.executor.execute(pid)
+        executed[pid] = proposal.state
+    return {"executed": executed}
+
+
+def finish(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskState:
+    svc = runtime.context
+    thread = state["score"]["thread_id"]
+    svc.audit.append("risk.completed", thread, AGENT,
+                     {"outcome": state["score"]["outcome"], "results": state.get("executed", {})}, thread_id=thread)
+    return {}
+
+
+def _after_decide(state: RiskState) -> str:
+    return "gate" if state.get("proposal_ids") else "finish"
+
+
+def build_graph() -> StateGraph[RiskState, RenewalServices, RiskState, RiskState]:
+    graph = StateGraph(RiskState, context_schema=RenewalServices)
+    for name, fn in (("load", load), ("score", score), ("decide", decide), ("gate", gate), ("execute", execute),
+                     ("finish", finish)):
+        graph.add_node(name, fn)
+    graph.add_edge(START, "load")
+    graph.add_edge("load", "score")
+    graph.add_edge("score", "decide")
+    graph.add_conditional_edges("decide", _after_decide, ["gate", "finish"])
+    graph.add_edge("gate", "execute")
+    graph.add_edge("execute", "finish")
+    graph.add_edge("finish", END)
+    return graph
+
+
+# --- runner ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RiskRun:
+    thread_id: str
+    status: RunStatus
+    score: RiskScore | None = None
+    error: str | None = None
+
+
+class RenewalRunner:
+    """One durable run per account; resumes paused runs once their proposals are decided."""
+
+    def __init__(self, services: RenewalServices, checkpointer: BaseCheckpointSaver[Any]) -> None:
+        self.services = services
+        self.graph = build_graph().compile(checkpointer=checkpointer)
+
+    @staticmethod
+    def _config(thread_id: str) -> RunnableConfig:
+        return {"configurable": {"thread_id": thread_id}}
+
+    def status(self, thread_id: str) -> tuple[dict[str, Any], bool, bool]:
+        """(values, paused at the gate, stopped mid-way by an error or a crash)."""
+        snapshot = self.graph.get_state(self._config(thread_id))
+        paused = any(task.interrupts for task in snapshot.tasks)
+        return dict(snapshot.values or {}), paused, bool(snapshot.next) and not paused
+
+    def _result(self, thread_id: str, values: dict[str, Any], paused: bool) -> RiskRun:
+        scored = RiskScore.model_validate(values["score"]) if values.get("score") else None
+        return RiskRun(thread_id, "paused" if paused else "done", scored)
+
+    def run(self, partner_id: int) -> RiskRun:
+        """Score one account and propose, unless it already has a run (``duplicate``: a fresh score, no proposal)."""
+        svc = self.services
+        thread_id = svc.thread_for(partner_id)
+        config = self._config(thread_id)
+        try:
+            values, paused, stopped = self.status(thread_id)
+            if values and not stopped:
+                _snap, fresh, _ = assess(svc, partner_id)
+                before = RiskScore.model_validate(values["score"]) if values.get("score") else None
+                fresh = fresh.model_copy(update={
+                    "outcome": before.outcome if before else fresh.outcome,
+                    "proposal_ids": before.proposal_ids if before else [],
+                    "reasons": before.reasons if before else []})
+                return RiskRun(thread_id, "duplicate", fresh)
+            if stopped:
+                out = self.graph.invoke(None, config, context=svc)
+            else:
+                out = self.graph.invoke({"partner_id": partner_id}, config, context=svc)
+        except SignoffError as exc:
+            svc.audit.append("run.failed", thread_id, AGENT, {"error": f"{type(exc).__name__}: {exc}"},
+                             thread_id=thread_id)
+            return RiskRun(thread_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        return self._result(thread_id, out, "__interrupt__" in out)
+
+    def resume_if_ready(self, thread_id: str, *, actor: str = "system") -> RiskRun | None:
+        """Resume a paused run once none of its proposals is pending; None if not ready or not paused."""
+        if any(p.state == "pending" for p in self.services.store.find(thread_id=thread_id)):
+            return None
+        values, paused, stopped = self.status(thread_id)
+        if not (paused or stopped):
+            return None
+        self.services.audit.append("run.resumed", thread_id, actor, {}, thread_id=thread_id)
+        command: Command[Any] | None = Command(resume={"by": actor}) if paused else None
+        out = self.graph.invoke(command, self._config(thread_id), context=self.services)
+        return self._result(thread_id, out, "__interrupt__" in out)
+
+    def recover(self) -> list[RiskRun]:
+        """Finish account runs left behind: decided but never resumed, or killed between approval and write."""
+        store = self.services.store
+        threads = sorted({p.thread_id for p in store.find() if p.state != "pending"
+                          and p.thread_id.startswith(THREAD_PREFIX)})
+        results = [r for t in threads if (r := self.resume_if_ready(t, actor="system:recovery")) is not None]
+        for p in store.find(states=("approved", "executing")):
+            if p.thread_id.startswith(THREAD_PREFIX):
+                _, paused, stopped = self.status(p.thread_id)
+                if not (paused or stopped):
+                    self.services.executor.execute(p.id)
+        return results
+
+
+@contextmanager
+def renewal_runner(rt: Any, *, today: date | None = None) -> Iterator[RenewalRunner]:
+    """A renewal runner over an open :class:`signoff.agents.services.Runtime` (same store, audit, executor)."""
+    settings: Settings = rt.settings
+    conn = sqlite3.connect(checkpoint_path(settings), check_same_thread=False)
+    services = RenewalServices(
+        settings=settings, reader=rt.reader, model=LazyRiskModel(lambda: RiskModel.load(risk_model_dir(settings))),
+        policy=rt.policy, store=rt.store, audit=rt.audit, executor=rt.executor, db=settings.odoo_db, today=today,
+    )
+    try:
+        yield RenewalRunner(services, SqliteSaver(conn))
+    finally:
+        conn.close()
+
+
+def resume_thread(rt: Any, thread_id: str, actor: str) -> Any:
+    """Resume whichever agent owns ``thread_id`` (ticket runs: triage; account runs: renewal)."""
+    if thread_id.startswith(THREAD_PREFIX):
+        with renewal_runner(rt) as runner:
+            return runner.resume_if_ready(thread_id, actor=actor)
+    return rt.runner.resume_if_ready(thread_id, actor=actor)

@@ -1,0 +1,339 @@
+"""Renewal risk: features from the Odoo stand-in and from Telco, the calibrated model and its drivers,
+the graph's proposals and approver tiers, exactly-once activity creation, and the CLI.
+
+The Odoo stand-in runs on a real socket; every create is counted in its call log.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from signoff.agents.renewal import RenewalRunner, renewal_runner
+from signoff.agents.risk_model import RiskModel, binary_ece
+from signoff.agents.services import Runtime, open_runtime
+from signoff.config import Settings
+from signoff.domain import Decision, utcnow
+from signoff.errors import InvalidDecision, ModelError, NotAuthorised
+from signoff.guardrails.actions import get_action
+from signoff.guardrails.policy import DEFAULT_POLICY_PATH
+from signoff.integrations.odoo import InMemoryOdoo, ReadOnlyOdoo
+from signoff.sandbox.odoo import OdooStandIn
+from signoff.tools.accounts import (
+    FEATURE_NAMES,
+    account_partner_ids,
+    coverage,
+    load_account,
+    read_telco,
+    telco_features,
+    telco_paths,
+)
+
+
+def public_data_dir() -> Path:
+    return Settings(_env_file=None).public_data_dir  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def telco() -> tuple[list[Any], list[int], list[Any], list[int]]:
+    dev, test = telco_paths(public_data_dir())
+    if not dev.exists():
+        pytest.skip("the public Telco data is not beside the checkout")
+    _, fd, yd = read_telco(dev)
+    _, ft, yt = read_telco(test)
+    return fd, yd, ft, yt
+
+
+@pytest.fixture(scope="session")
+def risk_models(tmp_path_factory: pytest.TempPathFactory, telco: tuple[Any, ...]) -> Path:
+    """A models dir holding a risk model fitted on the Telco dev split (as `signoff train risk` does)."""
+    fd, yd, _, _ = telco
+    out = tmp_path_factory.mktemp("risk-models")
+    RiskModel.fit(fd, yd, source="telco:dev").save(out / "risk")
+    return out
+
+
+def policy_file(path: Path, **risk: Any) -> Path:
+    policy = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
+    policy["risk"].update(risk)
+    path.write_text(yaml.safe_dump(policy))
+    return path
+
+
+@pytest.fixture
+def risk_settings(settings: Settings, risk_models: Path, tmp_path: Path) -> Settings:
+    # Every live account gets an offer here, so all three approver tiers show up.
+    offer = {"bands": ["low", "medium", "high"], "months_of_mrr": 1.0, "round_to": 10, "max_amount": None}
+    return settings.model_copy(update={
+        "model_dir": risk_models, "executor_stale_seconds": 0.0,
+        "policy_path": policy_file(tmp_path / "policy.yaml", offer=offer, followup_bands=["medium", "high"]),
+    })
+
+
+@pytest.fixture
+def rt(risk_settings: Settings) -> Iterator[Runtime]:
+    with open_runtime(risk_settings) as runtime:
+        yield runtime
+
+
+@pytest.fixture
+def runner(rt: Runtime) -> Iterator[RenewalRunner]:
+    with renewal_runner(rt) as r:
+        yield r
+
+
+def partner_id(reader: Any, name: str) -> int:
+    rows = reader.search_read("res.partner", [["name", "=", name]], ["id"], limit=1)
+    assert rows, name
+    return int(rows[0]["id"])
+
+
+def creates(standin: OdooStandIn, model: str) -> list[dict[str, Any]]:
+    return [c for c in standin.calls() if c["ok"] and c["method"] == "create" and c["model"] == model]
+
+
+def notes(standin: OdooStandIn) -> list[dict[str, Any]]:
+    return [c for c in standin.calls() if c["ok"] and c["method"] == "message_post"]
+
+
+# --- features ------------------------------------------------------------------------------------
+
+
+def test_features_from_odoo_are_read_and_missing_data_is_explicit(odoo_reader: ReadOnlyOdoo) -> None:
+    globex = load_account(odoo_reader, partner_id(odoo_reader, "Globex Corporation"))
+    f = globex.features
+    assert set(f) == set(FEATURE_NAMES)
+    assert f["overdue_invoices"] == 2.0 and f["overdue_amount"] == 2610.0 and f["unpaid_invoices"] == 2.0
+    assert f["recurring_monthly"] == 1305.0 and f["seats"] == 45.0 and f["plan"] == "business"
+    assert f["commitment"] == "monthly" and f["paused"] == 0.0
+    assert f["tenure_months"] is not None and 5.5 < float(f["tenure_months"]) < 6.5
+    assert f["tickets_90d"] is not None and f["unresolved_tickets"] is not None, "tickets of its contacts count"
+    # Never silently zero: what Odoo does not have is None, with the reason.
+    for name in ("auto_pay", "product_line", "addons_count", "notice_days_left", "auto_renew", "failed_payments"):
+        assert f[name] is None, name
+        assert globex.sources[name].startswith("missing"), (name, globex.sources[name])
+    assert "contracts agent" in globex.sources["notice_days_left"]
+    assert globex.owner_uid and globex.subscription_id and globex.subscription_state == "3_progress"
+    soylent = load_account(odoo_reader, partner_id(odoo_reader, "Soylent Foods"))
+    assert soylent.churned and soylent.features["days_to_end"] is None
+    assert len(account_partner_ids(odoo_reader)) == 12
+
+
+def test_telco_columns_map_onto_the_same_features(telco: tuple[Any, ...]) -> None:
+    row = {"tenure": "34", "MonthlyCharges": "56.95", "Contract": "One year", "PaymentMethod": "Mailed check",
+           "PaperlessBilling": "No", "InternetService": "DSL", "OnlineSecurity": "Yes", "OnlineBackup": "No",
+           "DeviceProtection": "Yes", "TechSupport": "No", "StreamingTV": "No", "StreamingMovies": "No"}
+    f = telco_features(row)
+    assert f["tenure_months"] == 34.0 and f["recurring_monthly"] == 56.95 and f["commitment"] == "annual"
+    assert f["auto_pay"] == 0.0 and f["payment_method"] == "paper" and f["paperless_billing"] == 0.0
+    assert f["addons_count"] == 2.0 and f["support_plan"] == 0.0 and f["product_line"] == "dsl"
+    assert f["security_addon"] == 1.0 and f["streaming_addons"] == 0.0
+    for name in ("tickets_90d", "overdue_invoices", "seats", "plan", "notice_days_left"):
+        assert f[name] is None, f"{name}: Telco lacks it, so it is missing, not 0"
+    assert telco_features({**row, "Contract": "", "tenure": ""})["commitment"] is None
+    fd, yd, ft, yt = telco
+    assert (len(fd), sum(yd), len(ft), sum(yt)) == (4888, 1297, 2155, 572)
+    cov = coverage(fd)
+    assert cov["tenure_months"] == 1.0 and cov["tickets_90d"] == 0.0
+
+
+# --- model ---------------------------------------------------------------------------------------
+
+
+def test_model_is_calibrated_additive_and_versioned(telco: tuple[Any, ...], tmp_path: Path) -> None:
+    fd, yd, ft, yt = telco
+    model = RiskModel.fit(fd[::3], yd[::3])  # a small slice: ~1,600 rows
+    p = model.predict_proba(ft[:1000])
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(yt[:1000], p) > 0.80
+    assert binary_ece(p, yt[:1000]) < 0.06
+    assert abs(p.mean() - np.mean(yt[:1000])) < 0.04
+    # Explanations are exact: the contributions add up to the logit.
+    logit = model._logit(ft[:5])
+    for row, z in zip(model.score(ft[:5]), logit, strict=True):
+        assert abs(sum(d.contribution for d in row.drivers) + model.intercept - z) < 1e-3
+        assert 0 < row.confidence <= 1 and row.interval[0] <= row.probability <= row.interval[1]
+        assert all(d.contribution == 0 for d in row.drivers if d.feature == "tickets_90d"), "never learnt"
+    # Versioned by the data: same data, same version; the artefact round-trips and is checked.
+    path = model.save(tmp_path / "risk")
+    again = RiskModel.load(tmp_path / "risk")
+    assert again.version == model.version == RiskModel.fit(fd[::3], yd[::3]).version
+    assert np.allclose(again.predict_proba(ft[:50]), model.predict_proba(ft[:50]))
+    (path / "model.json").write_text((path / "model.json").read_text().replace('"intercept": ', '"intercept": 1'))
+    with pytest.raises(ModelError, match="sha256"):
+        RiskModel.load(tmp_path / "risk")
+
+
+def test_scores_rank_and_explain_odoo_accounts(runner: RenewalRunner) -> None:
+    from signoff.agents.renewal import assess
+
+    svc = runner.services
+    _, acme, result = assess(svc, partner_id(svc.reader, "Acme Corp"))
+    assert acme.band in ("low", "medium", "high") and acme.drivers
+    assert acme.coverage < 1.0, "an Odoo account lacks the Telco-only features"
+    assert "product_line" in acme.missing and "tickets_90d" not in acme.missing
+    top = acme.drivers[0]
+    assert top.text and ("raises" in top.text or "lowers" in top.text)
+    assert any(d.feature == "product_line" and d.contribution == 0 and d.missing for d in result.drivers)
+
+
+# --- the graph, approvals and the executor ---------------------------------------------------------
+
+
+def test_graph_proposes_followup_and_offer_with_the_tier_the_amount_picks(
+    rt: Runtime, runner: RenewalRunner, odoo_standin: OdooStandIn
+) -> None:
+    runs = {r.score.name: r for r in (runner.run(pid) for pid in account_partner_ids(rt.reader))
+            if r.score is not None}
+    assert len(runs) == 12
+    assert runs["Soylent Foods"].score.outcome == "churned" and not runs["Soylent Foods"].score.proposal_ids  # type: ignore[union-attr]
+    offers = {p.target_id: p for p in rt.store.find() if p.action == "account.retention_offer"}
+    by_name = {}
+    for name in ("Initech", "Globex Corporation", "Acme Corp"):
+        sub = load_account(rt.reader, partner_id(rt.reader, name)).subscription_id
+        by_name[name] = offers[sub]  # type: ignore[index]
+    assert (by_name["Initech"].args["amount"], by_name["Initech"].approver_group) == (140.0, "cs-leads")
+    assert (by_name["Globex Corporation"].args["amount"], by_name["Globex Corporation"].approver_group) == (
+        1300.0, "finance")
+    assert (by_name["Acme Corp"].args["amount"], by_name["Acme Corp"].approver_group) == (6600.0, "cfo")
+    followups = [p for p in rt.store.find() if p.action == "account.csm_followup"]
+    assert followups and all(p.target_model == "res.partner" and p.approver_group == "cs-leads" for p in followups)
+    assert all(p.state == "pending" and p.thread_id.startswith("account:signoff:") for p in rt.store.find())
+    assert creates(odoo_standin, "mail.activity") == [] and notes(odoo_standin) == [], "nothing before approval"
+    # A second run for an account proposes nothing new.
+    again = runner.run(partner_id(rt.reader, "Initech"))
+    assert again.status == "duplicate" and again.score is not None
+    assert len([p for p in rt.store.find() if p.action == "account.retention_offer"]) == len(offers)
+
+
+def test_unauthorised_tier_is_refused_and_edits_cannot_jump_tiers(rt: Runtime, runner: RenewalRunner) -> None:
+    pid = partner_id(rt.reader, "Acme Corp")
+    runner.run(pid)
+    offer = next(p for p in rt.store.find(thread_id=f"account:signoff:{pid}") if p.action == "account.retention_offer")
+    assert offer.approver_group == "cfo"
+    with pytest.raises(NotAuthorised, match="not in approver group 'cfo'"):
+        rt.approvals.decide(Decision(proposal_id=offer.id, verdict="approve", actor="cli:cslead"))
+    glob = partner_id(rt.reader, "Globex Corporation")
+    runner.run(glob)
+    fin = next(p for p in rt.store.find(thread_id=f"account:signoff:{glob}") if p.action == "account.retention_offer")
+    with pytest.raises(InvalidDecision, match="needs approver group 'cfo'"):
+        rt.approvals.decide(Decision(proposal_id=fin.id, verdict="edit", actor="cli:finance",
+                                     args={**fin.args, "amount": 9000}))
+    edited = rt.approvals.decide(Decision(proposal_id=fin.id, verdict="edit", actor="cli:finance",
+                                          args={**fin.args, "amount": 1000}))
+    assert edited.effective_args["amount"] == 1000.0 and edited.state == "approved"
+    assert rt.store.get(offer.id).state == "pending"
+
+
+def test_approval_creates_exactly_one_activity_even_twice_or_after_a_crash(
+    rt: Runtime, runner: RenewalRunner, odoo_standin: OdooStandIn
+) -> None:
+    pid = partner_id(rt.reader, "Initech")
+    thread = f"account:signoff:{pid}"
+    runner.run(pid)
+    proposals = rt.store.find(thread_id=thread)
+    assert {p.action for p in proposals} == {"account.csm_followup", "account.retention_offer"}
+    for p in proposals:
+        actor = "cli:cslead"
+        rt.approvals.decide(Decision(proposal_id=p.id, verdict="approve", actor=actor))
+    done = runner.resume_if_ready(thread, actor="cli:cslead")
+    assert done is not None and done.status == "done"
+    assert all(p.state == "executed" for p in rt.store.find(thread_id=thread))
+    assert len(creates(odoo_standin, "mail.activity")) == 2 and len(notes(odoo_standin)) == 2
+    assert {c["login"] for c in creates(odoo_standin, "mail.activity")} == {"executor"}
+    offer = next(p for p in proposals if p.action == "account.retention_offer")
+    acts = rt.reader.search_read("mail.activity", [["summary", "ilike", f"[signoff:{offer.id}]"]],
+                                 ["res_model", "res_id", "summary", "user_id"])
+    assert len(acts) == 1 and acts[0]["res_model"] == "sale.order"
+    assert "Retention offer: 140.00 USD" in acts[0]["summary"]
+    assert acts[0]["user_id"], "assigned to the account owner"
+    # Executed again (a node re-run): the stored result, nothing created.
+    rt.executor.execute(offer.id)
+    # A crash left it "executing": the sweep reconciles by the marker, without a second create.
+    rt.store.transition(offer.id, ("executed",), state="executing", executing_since=utcnow())
+    reconciled = rt.executor.execute(offer.id)
+    assert reconciled.state == "executed" and reconciled.result and reconciled.result.get("reconciled")
+    # Even the action applied twice directly looks its marker up first.
+    action = get_action("account.retention_offer")
+    writer = rt.executor.writer
+    assert action.apply(writer, offer.target_id, offer.effective_args, marker_id=offer.id)["created"] == []
+    assert len(creates(odoo_standin, "mail.activity")) == 2 and len(notes(odoo_standin)) == 2
+
+
+def test_completed_activity_is_not_recreated() -> None:
+    """Odoo 17 deletes a done activity; its done message still carries the marker."""
+    odoo = InMemoryOdoo.seeded(n_history=5, n_new=1, n_contracts=0)
+    action = get_action("account.csm_followup")
+    partner = partner_id(odoo, "Initech")
+    args = action.validate({"reason": "churn risk high", "deadline": "2030-01-01"}, odoo)
+    result = action.apply(odoo, partner, args, marker_id="p_test")
+    assert result["created"] == ["activity", "note"]
+    odoo.call("mail.activity", "action_feedback", [result["activity"]], feedback="called them")
+    assert not odoo.search_read("mail.activity", [["id", "=", result["activity"]]], ["id"])
+    assert action.is_applied(odoo, partner, args, marker_id="p_test")
+    assert action.apply(odoo, partner, args, marker_id="p_test")["created"] == []
+    with pytest.raises(InvalidDecision):
+        action.validate({"reason": "x", "deadline": "tomorrow"})
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+
+def cli(settings: Settings, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_")}
+    env.update({
+        "SIGNOFF_DATA_DIR": str(settings.data_dir), "SIGNOFF_ODOO_URL": str(settings.odoo_url),
+        "SIGNOFF_ODOO_DB": settings.odoo_db, "SIGNOFF_MODEL_DIR": str(settings.model_dir),
+        "SIGNOFF_POLICY_PATH": str(settings.policy_path), "SIGNOFF_EXECUTOR_STALE_SECONDS": "0",
+        "SIGNOFF_PUBLIC_DATA_DIR": str(settings.public_data_dir), "NO_PROXY": "127.0.0.1,localhost",
+        "COLUMNS": "200", **extra,
+    })
+    return subprocess.run([sys.executable, "-m", "signoff.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cli_trains_scores_all_explains_and_approves_once_after_a_crash(
+    risk_settings: Settings, tmp_path: Path, odoo_standin: OdooStandIn
+) -> None:
+    settings = risk_settings.model_copy(update={"model_dir": tmp_path / "cli-models"})
+    trained = cli(settings, "train", "risk")
+    assert trained.returncode == 0, trained.stderr
+    assert "trained rk1-" in trained.stdout and "ECE" in trained.stdout
+    scored = cli(settings, "risk", "score", "--all")
+    assert scored.returncode == 0, scored.stderr
+    assert "Renewal risk (12 accounts)" in scored.stdout and "Globex Corporation" in scored.stdout
+    assert "signoff approvals list" in scored.stdout
+    listed = cli(settings, "approvals", "list")
+    assert listed.returncode == 0 and "retention_offer" in listed.stdout and "cfo" in listed.stdout
+    with open_runtime(settings) as rt:
+        pid = partner_id(rt.reader, "Initech")
+        explained = cli(settings, "risk", "explain", str(pid))
+        assert explained.returncode == 0, explained.stderr
+        assert "churn probability" in explained.stdout and "Unknown" in explained.stdout
+        offer = next(p for p in rt.store.find(thread_id=f"account:signoff:{pid}")
+                     if p.action == "account.retention_offer")
+        others = [p for p in rt.store.find(thread_id=f"account:signoff:{pid}") if p.id != offer.id]
+        for p in others:
+            rt.approvals.decide(Decision(proposal_id=p.id, verdict="approve", actor="cli:cslead"))
+    crashed = cli(settings, "approvals", "approve", offer.id[:14], "--as", "cli:cslead",
+                  SIGNOFF_FAULT_INJECTION="after_write")
+    assert crashed.returncode == 137, crashed.stdout + crashed.stderr
+    recovered = cli(settings, "approvals", "recover")
+    assert recovered.returncode == 0, recovered.stderr
+    with open_runtime(settings) as rt:
+        mine = rt.store.find(thread_id=f"account:signoff:{pid}")
+        assert {p.state for p in mine} == {"executed"}
+        # The run's first write was interrupted after it reached Odoo: reconciled by its marker, not redone.
+        assert any((p.result or {}).get("reconciled") for p in mine)
+    for p in mine:
+        made = [c for c in creates(odoo_standin, "mail.activity") if p.id in str(c["args"])]
+        assert len(made) == 1, f"one activity for {p.action} despite the crash"
