@@ -117,13 +117,14 @@ class TriageRunner:
         which reconciles an interrupted write by reading Odoo back once it is older than the stale bound.
         """
         store = self.services.store
-        threads = sorted({p.thread_id for p in store.find() if p.state != "pending"})
+        mine = [p for p in store.find() if p.thread_id.startswith("ticket:")]  # other agents recover their own
+        threads = sorted({p.thread_id for p in mine if p.state != "pending"})
         results = []
         for thread_id in threads:
             result = self.resume_if_ready(thread_id, actor="system:recovery")
             if result is not None:
                 results.append(result)
-        for p in store.find(states=("approved", "executing")):
+        for p in (p for p in mine if p.state in ("approved", "executing")):
             _, paused, stopped = self.status(p.thread_id)
             if not (paused or stopped):
                 self.services.executor.execute(p.id)

@@ -192,8 +192,10 @@ class ServerServices:
         return self.rt.store.get(p.id), result
 
     def resume(self, thread_id: str, *, actor: str) -> RunResult | None:
+        from signoff.agents.renewal import resume_thread
+
         with self.lock(thread_id):
-            result = self.rt.runner.resume_if_ready(thread_id, actor=actor)
+            result = resume_thread(self.rt, thread_id, actor)
         if result is not None:
             self.metrics.runs.inc("resumed_" + result.status)
             for p in self.rt.store.find(thread_id=thread_id):
