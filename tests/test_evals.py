@@ -1,5 +1,6 @@
 """Eval runner: metric functions against hand-computed values, suite loading, the smoke suite through
-the CLI (JSON + HTML), bless / gate (pass, and fail for a worse model), resumability, thresholds."""
+the CLI (JSON + HTML), bless / gate (pass, and fail for a worse model), resumability, thresholds,
+recorded human decisions (figures by hand, export from a SQLite approvals store)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,14 @@ import yaml
 from typer.testing import CliRunner
 
 from signoff.config import Settings, get_settings
+from signoff.domain import Proposal, proposal_id
 from signoff.errors import DataError
 from signoff.evals import metrics as M
-from signoff.evals.runner import CaseArrays, compute_metrics, run_suite
+from signoff.evals.decisions import DecisionRecord, decision_metrics, edit_distance, levenshtein, load_decisions
+from signoff.evals.runner import CaseArrays, compute_metrics, load_suite_decisions, run_suite
 from signoff.evals.suite import load_cases, load_suite
 from signoff.guardrails.policy import DEFAULT_POLICY_PATH, load_policy
+from signoff.guardrails.store import SqliteApprovalStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "evals" / "smoke.yaml"
@@ -107,6 +111,97 @@ def test_roc_pr_auc_and_paired_tests() -> None:
     assert r["p_worse"] < 0.01 and r["ci_high"] < 0
 
 
+# --- recorded human decisions -----------------------------------------------------------------------
+
+
+def _rec(verdict: str, proposed: dict[str, Any] | None = None, final: dict[str, Any] | None = None,
+         **extra: Any) -> DecisionRecord:
+    return DecisionRecord.model_validate({"verdict": verdict, "action": "ticket.set_category",
+                                          "proposed": proposed, "final": final, **extra})
+
+
+def test_decision_figures_by_hand(tmp_path: Path) -> None:
+    assert levenshtein("kitten", "sitting") == 3 and levenshtein("", "abc") == 3 and levenshtein("ab", "ab") == 0
+    # only the changed field counts: 3 edits / 12 characters ("cancel_order" -> "change_order")
+    assert edit_distance({"category": "cancel_order", "team": "Orders"},
+                         {"category": "change_order", "team": "Orders"}) == pytest.approx(0.25)
+    assert edit_distance({"amount": 100}, {"amount": 120}) == pytest.approx(1 / 3)  # "100" -> "120"
+    assert edit_distance({"a": "x"}, {"a": "x", "b": "yz"}) == 1.0  # an added field: all new
+    records = [
+        _rec("approve", {"category": "a"}), _rec("approve", {"category": "a"}, {"category": "a"}),
+        _rec("approve", {"category": "b"}),
+        _rec("edit", {"category": "cancel_order"}, {"category": "change_order"}),  # 0.25
+        _rec("edit", {"priority": "1"}, {"priority": "3"}),  # 1.0
+        _rec("reject", {"category": "c"}, reason="spam"),
+        _rec("expired", {"category": "d"}),  # not a decision
+        _rec("human_triaged", text="t1", model_label="refund", model_confidence=0.7, human_label="refund"),
+        _rec("human_triaged", thread_id="ticket:x:2", model_label="refund", human_label="complaint"),
+        _rec("human_triaged", thread_id="ticket:x:3", model_label="track_order", model_confidence=0.5,
+             human_label="track_order"),
+        _rec("human_triaged", thread_id="ticket:x:4", model_label="a", human_label="b"),
+    ]
+    values, detail = decision_metrics(records)
+    assert values == pytest.approx({"approval_rate": 3 / 6, "edit_rate": 2 / 6, "reject_rate": 1 / 6,
+                                    "mean_edit_distance": (0.25 + 1.0) / 2, "gate_overcaution": 2 / 4})
+    assert detail["counts"] == {"approve": 3, "edit": 2, "reject": 1, "expired": 1, "human_triaged": 4}
+    assert detail["n_decided"] == 6 and detail["triaged_agreed_mean_confidence"] == pytest.approx(0.6)
+    assert detail["by_action"]["ticket.set_category"]["expired"] == 1
+    empty, _ = decision_metrics([_rec("expired", {"category": "d"})])
+    assert all(np.isnan(v) for v in empty.values())
+    # a malformed file names its line
+    bad = tmp_path / "d.jsonl"
+    bad.write_text('{"verdict": "approve", "proposed": {"c": "a"}}\n\n'
+                   '{"verdict": "approve", "proposed": {"c": "a"}, "final": {"c": "b"}}\n')
+    with pytest.raises(DataError, match=r"d\.jsonl:3: .*that is an edit"):
+        load_decisions(bad)
+    bad.write_text('{"verdict": "human_triaged", "text": "x", "model_label": "a"}\n')
+    with pytest.raises(DataError, match=r"d\.jsonl:1: .*needs model_label and human_label"):
+        load_decisions(bad)
+    bad.write_text('{"verdict": "maybe", "proposed": {}}\n')
+    with pytest.raises(DataError, match=r"d\.jsonl:1: .*verdict"):
+        load_decisions(bad)
+
+
+def test_decisions_are_exported_from_a_sqlite_store(tmp_path: Path) -> None:
+    store = SqliteApprovalStore(tmp_path / "signoff.sqlite")
+
+    def add(n: int, state: str, args: dict[str, Any], **changes: Any) -> str:
+        thread = f"ticket:test:{n}"
+        pid = proposal_id(thread, "ticket.set_category", "helpdesk.ticket", n, args)
+        store.add(Proposal(id=pid, thread_id=thread, action="ticket.set_category", target_model="helpdesk.ticket",
+                           target_id=n, args=args, confidence=0.9, approver_group="support", state=state,
+                           **changes))
+        return pid
+
+    approved = add(1, "executed", {"category": "track_order"}, decided_by="cli:alice")
+    edited = add(2, "approved", {"category": "cancel_order"}, decided_by="cli:bob",
+                 edited_args={"category": "change_order"}, decision_reason="wants a change")
+    rejected = add(3, "rejected", {"category": "complaint"}, decided_by="cli:alice", decision_reason="spam")
+    add(4, "expired", {"category": "review"}, decided_by="system:expiry")
+    add(5, "pending", {"category": "get_refund"})  # undecided: not exported
+    add(6, "cancelled", {"category": "get_refund"})  # withdrawn by the system: not a human decision
+    same = add(7, "failed", {"category": "get_invoice"}, decided_by="cli:bob",  # an "edit" to the same values
+               edited_args={"category": "get_invoice"})
+
+    out = tmp_path / "out" / "decisions.jsonl"
+    result = _cli({"SIGNOFF_DATA_DIR": str(tmp_path)}, "--export-decisions", str(out))
+    assert result.exit_code == 0, result.output
+    assert "5 decided proposals" in result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    by_id = {r["proposal_id"]: r for r in rows}
+    assert len(rows) == 5 and by_id[approved]["verdict"] == "approve" and by_id[same]["verdict"] == "approve"
+    assert by_id[edited] == {"proposal_id": edited, "thread_id": "ticket:test:2", "action": "ticket.set_category",
+                             "proposed": {"category": "cancel_order"}, "final": {"category": "change_order"},
+                             "verdict": "edit", "confidence": 0.9, "reason": "wants a change"}
+    assert by_id[rejected]["verdict"] == "reject" and by_id[rejected]["final"] == {"category": "complaint"}
+    values, detail = decision_metrics(load_decisions(out))  # the export reads back as a suite's decisions
+    assert detail["counts"]["expired"] == 1 and values["approval_rate"] == pytest.approx(2 / 4)
+    assert values["mean_edit_distance"] == pytest.approx(0.25)
+    missing = _cli({"SIGNOFF_DATA_DIR": str(tmp_path / "nowhere")}, "--export-decisions", str(out))
+    assert missing.exit_code == 2 and "no approvals store" in missing.output
+    assert _cli({"SIGNOFF_DATA_DIR": str(tmp_path)}).exit_code == 2  # neither a suite nor an export
+
+
 # --- suites --------------------------------------------------------------------------------------------
 
 
@@ -117,6 +212,8 @@ def _write_suite(tmp: Path, **changes: Any) -> Path:
             data[key] = {**data[key], **value}
         else:
             data[key] = value
+    if data.get("decisions") and not Path(data["decisions"]).is_absolute() and "decisions" not in changes:
+        data["decisions"] = str(SMOKE.parent / data["decisions"])  # the copy lives elsewhere
     path = tmp / f"suite-{len(list(tmp.glob('suite-*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -138,6 +235,13 @@ def test_suite_errors_name_the_problem(tmp_path: Path) -> None:
         load_cases(suite.dataset, suite, settings.public_data_dir)
     with pytest.raises(DataError, match="cannot read suite"):
         load_suite(tmp_path / "missing.yaml")
+    with pytest.raises(DataError, match="no tolerance for .'approval_rate'"):
+        load_suite(_write_suite(tmp_path, tolerances={"approval_rate": 0.1}))
+    with pytest.raises(DataError, match="decision metrics need 'decisions'"):
+        load_suite(_write_suite(tmp_path, decisions=None, metrics=["accuracy", "edit_rate"]))
+    suite = load_suite(_write_suite(tmp_path, decisions="decisions/nope.jsonl"))
+    with pytest.raises(DataError, match=r"decisions file 'decisions/nope\.jsonl' not found"):
+        load_suite_decisions(suite, settings)
 
 
 # --- end to end ------------------------------------------------------------------------------------------
@@ -171,7 +275,15 @@ def test_smoke_suite_through_the_cli_writes_json_and_html(eval_env: dict[str, st
     assert result.exit_code == 0, result.output
     doc = json.loads((tmp_path / "smoke.json").read_text())
     assert doc["suite"] == "smoke" and doc["n"] == 150
-    assert set(doc["metrics"]) == {"accuracy", "macro_f1", "ece", "brier", "coverage", "selective_accuracy"}
+    assert set(doc["metrics"]) == {"accuracy", "macro_f1", "ece", "brier", "coverage", "selective_accuracy",
+                                   "approval_rate", "edit_rate", "reject_rate", "mean_edit_distance",
+                                   "gate_overcaution"}
+    # evals/decisions/smoke-decisions.jsonl: 7 approved, 2 edited, 1 rejected (+1 expired); 3 of 5 held back
+    # tickets got the model's label from the human; edits cancel->change_order (3/12), get->check_invoice (4/13)
+    assert doc["metrics"]["approval_rate"] == pytest.approx(0.7) and doc["metrics"]["edit_rate"] == pytest.approx(0.2)
+    assert doc["metrics"]["reject_rate"] == pytest.approx(0.1) and doc["metrics"]["gate_overcaution"] == 0.6
+    assert doc["metrics"]["mean_edit_distance"] == pytest.approx((3 / 12 + 4 / 13) / 2)
+    assert doc["decisions"]["counts"]["human_triaged"] == 5 and "approval_rate" in result.output
     assert doc["metrics"]["accuracy"] > 0.8  # 300 training rows, 27 intents
     for key in ("model_version", "dataset_hash", "suite_hash", "runtime_seconds", "threshold", "cost"):
         assert key in doc
@@ -179,7 +291,7 @@ def test_smoke_suite_through_the_cli_writes_json_and_html(eval_env: dict[str, st
     assert doc["cost"]["tokens"] == 0 and doc["cost"]["model_calls"] == 3
     assert len(doc["confusion"]["labels"]) == 20 and len(doc["reliability"]) == 10
     page = (tmp_path / "r.html").read_text()
-    for plot in ("reliability-smoke", "confusion-smoke", "risk-coverage-smoke"):
+    for plot in ("reliability-smoke", "confusion-smoke", "risk-coverage-smoke", "decisions-smoke"):
         assert f'id="{plot}"' in page
     assert page.count("<svg") == 3 and "<script" not in page and "http://" not in page.replace(
         'xmlns="http://www.w3.org/2000/svg"', "")

@@ -38,9 +38,22 @@ def _out_path(target: Path | None, suite: str, suffix: str, many: bool) -> Path 
     return target.with_name(f"{target.stem}-{suite}{target.suffix}") if many else target
 
 
+def _export(db: Path, out: Path) -> None:
+    from signoff.errors import DataError
+    from signoff.evals.decisions import export_decisions
+    from signoff.guardrails.store import SqliteApprovalStore
+
+    if not db.is_file():
+        raise DataError(f"no approvals store at {db} (SIGNOFF_DATA_DIR): nothing to export")
+    counts = export_decisions(SqliteApprovalStore(db).find(), out)
+    summary = ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "none"
+    console.print(f"wrote {out}: {sum(counts.values())} decided proposals ({summary}). Tickets the gate sent "
+                  "to a human are not in the store: add them by hand as verdict 'human_triaged' records.")
+
+
 def eval_command(
-    suites: Annotated[list[str], typer.Argument(
-        help="Suite files, or names of suites in ./evals (e.g. smoke, triage-banking77).")],
+    suites: Annotated[list[str] | None, typer.Argument(
+        help="Suite files, or names of suites in ./evals (e.g. smoke, triage-banking77).")] = None,
     json_out: Annotated[Path | None, typer.Option(
         "--json", help="Write the results as JSON (a directory, i.e. no .json suffix: <suite>.json each).")] = None,
     html_out: Annotated[Path | None, typer.Option(
@@ -63,6 +76,9 @@ def eval_command(
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Ignore a previous partial run of the same suite/model/data and score from scratch.")
     ] = False,
+    export_decisions: Annotated[Path | None, typer.Option(
+        "--export-decisions", help="Write the decided proposals of the approvals store as a JSONL of recorded "
+        "human decisions (a suite's 'decisions:' file); suites are optional with it.")] = None,
 ) -> None:
     """Run eval suites: score every case with the real agent step, report metrics, gate on baselines.
 
@@ -70,6 +86,10 @@ def eval_command(
     bootstrap otherwise). Exit code 1 when a metric got significantly worse by more than the suite's
     tolerance (the message names it), 2 on a suite/data/model error, 0 otherwise. An interrupted run
     resumes where it stopped when run again.
+
+    A suite with ``decisions: file.jsonl`` also reports the recorded human decisions: approval, edit and
+    reject rates, the edit distance of human edits, and how often the gate held back what the human then
+    chose unchanged. ``--export-decisions FILE`` writes that file from the approvals store.
     """
     from signoff.evals.gate import baseline_path, compare, load_baseline
     from signoff.evals.gate import bless as store_baseline
@@ -85,10 +105,15 @@ def eval_command(
         raise typer.BadParameter("--calibration must be 'dev' or 'suite'")
     if write_policy is not None and not recommend_thresholds:
         raise typer.BadParameter("--write-policy needs --recommend-thresholds")
+    suites = suites or []
+    if not suites and export_decisions is None:
+        raise typer.BadParameter("name at least one suite (or give --export-decisions FILE)")
     docs: list[dict[str, Any]] = []
     regressions: list[str] = []
     many = len(suites) > 1
     try:
+        if export_decisions is not None:
+            _export(settings.state_db_path, export_decisions)
         loaded = [load_suite(find_suite(s)) for s in suites]
         for suite in loaded:
             with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

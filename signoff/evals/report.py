@@ -1,9 +1,10 @@
 """Reports: a rich terminal summary and one self-contained HTML file (inline SVG, no JS, no CDN).
 
-The HTML holds, per suite: the metrics table, the gate's comparison with the baseline, recommended
-thresholds, and three plots drawn here as SVG: a reliability diagram (``id="reliability-<suite>"``),
-a confusion-matrix heat map of the top-N classes by support (``id="confusion-<suite>"``) and the
-risk-coverage curve with the policy threshold marked (``id="risk-coverage-<suite>"``).
+The HTML holds, per suite: the metrics table, the recorded human decisions (``id="decisions-<suite>"``,
+when the suite has them), the gate's comparison with the baseline, recommended thresholds, and three
+plots drawn here as SVG: a reliability diagram (``id="reliability-<suite>"``), a confusion-matrix heat
+map of the top-N classes by support (``id="confusion-<suite>"``) and the risk-coverage curve with the
+policy threshold marked (``id="risk-coverage-<suite>"``).
 """
 
 from __future__ import annotations
@@ -141,6 +142,34 @@ def _table(rows: list[list[Any]], head: list[str]) -> str:
     return "".join(out) + "</table>"
 
 
+_DECISION_LABELS = {
+    "approval_rate": "approved unchanged / decided",
+    "edit_rate": "edited / decided",
+    "reject_rate": "rejected / decided",
+    "mean_edit_distance": "normalised Levenshtein, proposed vs final, mean over edits",
+    "gate_overcaution": "held back by the gate, human chose the model's label",
+}
+
+
+def _decision_rows(doc: dict[str, Any]) -> list[list[Any]]:
+    d = doc["decisions"]
+    c = d["counts"]
+    counts = {
+        "approval_rate": f"{c['approve']} / {d['n_decided']}",
+        "edit_rate": f"{c['edit']} / {d['n_decided']}",
+        "reject_rate": f"{c['reject']} / {d['n_decided']}",
+        "mean_edit_distance": f"{c['edit']} edits",
+        "gate_overcaution": f"{d['n_triaged_agreed']} / {d['n_triaged']}",
+    }
+    return [[name, doc["metrics"].get(name), counts[name], label] for name, label in _DECISION_LABELS.items()
+            if name in doc["metrics"]]
+
+
+def _decision_note(d: dict[str, Any]) -> str:
+    return (f"{d['n']} recorded decisions from {d['file']} ({d['counts']['expired']} expired, not counted as "
+            f"decided; {d['n_triaged']} tickets the gate sent to a human)")
+
+
 def suite_html(doc: dict[str, Any]) -> str:
     name = doc["suite"]
     parts = [f"<h2>{html.escape(name)}</h2>",
@@ -149,8 +178,14 @@ def suite_html(doc: dict[str, Any]) -> str:
              f"threshold {_fmt(doc['threshold'], 3)} ({html.escape(doc['threshold_source'])}); "
              f"runtime {doc['runtime_seconds']} s; dataset {doc['dataset_hash'][:12]}, suite "
              f"{doc['suite_hash'][:12]}.</p>"]
-    rows = [[k, v] for k, v in doc["metrics"].items()] + [[k, v] for k, v in doc["secondary"].items()]
+    decision_names = set(_DECISION_LABELS) if doc.get("decisions") else set()
+    rows = [[k, v] for k, v in doc["metrics"].items() if k not in decision_names] + [
+        [k, v] for k, v in doc["secondary"].items()]
     parts.append(_table(rows, ["metric", "value"]))
+    if doc.get("decisions"):
+        parts.append(f'<h3 id="decisions-{html.escape(name)}">Recorded human decisions</h3>'
+                     f"<p>{html.escape(_decision_note(doc['decisions']))}.</p>")
+        parts.append(_table(_decision_rows(doc), ["figure", "value", "of", "meaning"]))
     cost = doc["cost"]
     parts.append(_table([[k, v] for k, v in cost.items()], ["cost", "value"]))
     cmp_ = doc.get("comparison")
@@ -203,7 +238,10 @@ def print_summary(console: Console, doc: dict[str, Any]) -> None:
         table.add_column("baseline", justify="right")
         table.add_column("delta", justify="right")
         table.add_column("gate")
+    decision_names = set(_DECISION_LABELS) if doc.get("decisions") else set()
     for name, value in [*doc["metrics"].items(), *doc["secondary"].items()]:
+        if name in decision_names:
+            continue
         row = [name, _fmt(value)]
         if cmp_:
             c = changes.get(name)
@@ -215,6 +253,15 @@ def print_summary(console: Console, doc: dict[str, Any]) -> None:
                 row += [_fmt(c["base"]), f"{c['delta']:+.4f}" if c["delta"] is not None else "n/a", verdict]
         table.add_row(*row)
     console.print(table)
+    if doc.get("decisions"):
+        dt = Table(title=f"recorded human decisions: {_decision_note(doc['decisions'])}", title_justify="left")
+        dt.add_column("figure")
+        dt.add_column("value", justify="right")
+        dt.add_column("of", justify="right")
+        dt.add_column("meaning")
+        for row in _decision_rows(doc):
+            dt.add_row(row[0], _fmt(row[1]), row[2], row[3])
+        console.print(dt)
     cost = doc["cost"]
     console.print(f"threshold {_fmt(doc['threshold'], 3)} ({doc['threshold_source']}); "
                   f"{cost['model_calls']} model calls, {_fmt(cost['latency_ms_per_case'], 2)} ms/case, tokens 0; "

@@ -32,7 +32,8 @@ import numpy as np
 from signoff.config import Settings
 from signoff.errors import DataError
 from signoff.evals import metrics as M
-from signoff.evals.suite import METRICS, Cases, Suite, load_cases
+from signoff.evals.decisions import DECISION_METRICS, decision_metrics, file_sha256, load_decisions
+from signoff.evals.suite import METRICS, Cases, Suite, load_cases, resolve_path
 from signoff.guardrails.policy import DEFAULT_POLICY_PATH, Policy, load_policy
 from signoff.llm.classifier import FORMAT, TextClassifier, data_sha256
 from signoff.llm.embeddings import Embedder
@@ -356,6 +357,9 @@ class SuiteRun:
     runtime_seconds: float
     policy: Policy
     extra: dict[str, Any] = field(default_factory=dict)
+    decision_values: dict[str, float] = field(default_factory=dict)
+    """The recorded human decisions' figures (:mod:`signoff.evals.decisions`); empty without ``decisions``."""
+    decision_detail: dict[str, Any] | None = None
 
     @property
     def n(self) -> int:
@@ -367,6 +371,10 @@ class SuiteRun:
         for name in self.suite.metrics:
             if name in self.values:
                 out[name] = M.finite(self.values[name])
+        if self.decision_values:
+            listed = [m for m in self.suite.metrics if m in DECISION_METRICS] or list(DECISION_METRICS)
+            for name in listed:
+                out[name] = M.finite(self.decision_values[name])
         return out
 
     def to_json(self, *, top_classes: int = 20) -> dict[str, Any]:
@@ -412,7 +420,7 @@ class SuiteRun:
             "reliability": [{k: M.finite(v) if isinstance(v, float) else v for k, v in row.items()}
                             for row in M.reliability_bins(self.arrays.conf, correct)],
             "risk_coverage": curve,
-        } | self.extra
+        } | ({"decisions": self.decision_detail} if self.decision_detail is not None else {}) | self.extra
 
 
 def run_suite(
@@ -428,6 +436,7 @@ def run_suite(
     embedder = eval_embedder()
     policy = policy_for(suite, settings)
     cases = load_cases(suite.dataset, suite, settings.public_data_dir)
+    decision_values, decision_detail = load_suite_decisions(suite, settings)
     model = model_for(suite, settings, embedder, progress=progress)
     if suite.oos_label is not None and suite.oos_label not in set(cases.labels):
         raise DataError(f"suite {suite.name}: oos_label {suite.oos_label!r} does not occur in {cases.source}")
@@ -454,4 +463,14 @@ def run_suite(
     arrays = CaseArrays.from_records(state.cases)
     values = compute_metrics(arrays, threshold=threshold, oos_label=suite.oos_label, policy=policy)
     return SuiteRun(suite, arrays, values, threshold, source, model, dataset_sha, state,
-                    time.perf_counter() - started, policy, extra={"dataset": str(cases.source)})
+                    time.perf_counter() - started, policy, extra={"dataset": str(cases.source)},
+                    decision_values=decision_values, decision_detail=decision_detail)
+
+
+def load_suite_decisions(suite: Suite, settings: Settings) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """The figures of the suite's recorded human decisions, and their counts (with the file and its hash)."""
+    if suite.decisions is None:
+        return {}, None
+    path = resolve_path(suite.decisions, suite, settings.public_data_dir, what="decisions file")
+    values, detail = decision_metrics(load_decisions(path))
+    return values, {"file": str(path), "sha256": file_sha256(path), **detail}

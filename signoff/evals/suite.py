@@ -20,6 +20,9 @@ A suite, for shape::
     tolerances: {accuracy: 0.01, ece: 0.02}   # gate: worse by more than this AND significant -> fail
     alpha: 0.05                         # significance level of the paired tests
     batch_size: 256
+    decisions: null                     # recorded human decisions (JSONL, see signoff/evals/decisions.py):
+                                        # adds approval_rate, edit_rate, reject_rate, mean_edit_distance,
+                                        # gate_overcaution (reported, not gated: they do not depend on the model)
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from signoff.domain import canonical_json
 from signoff.errors import DataError
+from signoff.evals.decisions import DECISION_METRICS
 
 #: Headline metrics (the names ``--json`` uses) and whether higher is better.
 METRICS: dict[str, bool] = {
@@ -94,6 +98,8 @@ class Suite(BaseModel):
     tolerances: dict[str, float] = Field(default_factory=dict)
     alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
     batch_size: int = Field(default=256, gt=0)
+    decisions: str | None = None
+    """Recorded human decisions (JSONL), relative to the suite file or the public data dir."""
 
     # filled by load_suite
     path: Path = Path(".")
@@ -102,14 +108,18 @@ class Suite(BaseModel):
     @field_validator("metrics")
     @classmethod
     def _known_metrics(cls, value: list[str]) -> list[str]:
-        unknown = [m for m in value if m not in METRICS]
+        unknown = [m for m in value if m not in METRICS and m not in DECISION_METRICS]
         if unknown:
-            raise ValueError(f"unknown metrics {unknown}; known: {sorted(METRICS)}")
+            raise ValueError(f"unknown metrics {unknown}; known: {sorted(METRICS | DECISION_METRICS)}")
         return value
 
     @field_validator("tolerances")
     @classmethod
     def _known_tolerances(cls, value: dict[str, float]) -> dict[str, float]:
+        fixed = [m for m in value if m in DECISION_METRICS]
+        if fixed:
+            raise ValueError(f"no tolerance for {fixed}: recorded decisions do not depend on the model, "
+                             "so there is nothing to gate")
         unknown = [m for m in value if m not in DIRECTION]
         if unknown:
             raise ValueError(f"tolerances for unknown metrics {unknown}; known: {sorted(DIRECTION)}")
@@ -121,6 +131,8 @@ class Suite(BaseModel):
     def _one_model_source(self) -> Suite:
         if (self.train is None) == (self.model is None):
             raise ValueError("give exactly one of 'train' (data to fit the model on) or 'model' (a trained one)")
+        if self.decisions is None and any(m in DECISION_METRICS for m in self.metrics):
+            raise ValueError("decision metrics need 'decisions' (a JSONL of recorded human decisions)")
         return self
 
     @property
@@ -160,17 +172,22 @@ def find_suite(name_or_path: str, search: Path | None = None) -> Path:
     raise DataError(f"suite {name_or_path!r} not found (tried {p} and {base}/{name_or_path}.yaml)")
 
 
-def resolve_data(ref: DataRef, suite: Suite, public_data_dir: Path) -> Path:
-    """The data file: absolute as given, else relative to the suite file, else to the public data dir."""
-    p = Path(ref.path)
+def resolve_path(path: str, suite: Suite, public_data_dir: Path, *, what: str = "data file") -> Path:
+    """A file a suite names: absolute as given, else relative to the suite file, else to the public data dir."""
+    p = Path(path)
     tried = [p] if p.is_absolute() else [suite.directory / p, public_data_dir / p]
     for candidate in tried:
         if candidate.is_file():
             return candidate
     raise DataError(
-        f"suite {suite.name}: data file {ref.path!r} not found (looked for "
+        f"suite {suite.name}: {what} {path!r} not found (looked for "
         + " and ".join(str(t) for t in tried) + ")"
     )
+
+
+def resolve_data(ref: DataRef, suite: Suite, public_data_dir: Path) -> Path:
+    """The data file: absolute as given, else relative to the suite file, else to the public data dir."""
+    return resolve_path(ref.path, suite, public_data_dir)
 
 
 @dataclass(frozen=True)
