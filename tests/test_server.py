@@ -168,3 +168,33 @@ def test_sweep_expires_reminds_and_resumes(start_server: Callable[..., Live], od
     assert all("Expired" in str(m["blocks"]) for m in top)
     audit = kinds(live, thread)
     assert audit.count("proposal.reminded") == n and audit.count("proposal.expired") == n
+
+
+def test_hostile_inputs_are_refused_before_any_work(start_server: Callable[..., Live]) -> None:
+    import hashlib
+    import hmac
+
+    live = start_server()
+    hook = live.url + "/webhooks/odoo"
+    headers = {"X-Signoff-Webhook-Secret": WEBHOOK_SECRET, "Content-Type": "application/json"}
+    for payload in (b'{"_model": "helpdesk.ticket", "_id": true}',
+                    b'{"_model": "helpdesk.ticket", "_id": 99999999999999999999999}'):
+        assert live.http.post(hook, content=payload, headers=headers).status_code == 422
+    big = b'{"verdict": "reject", "actor": "cli:lead", "reason": "' + b"x" * 2_000_000 + b'"}'
+    api = {"Authorization": f"Bearer {live.settings.api_token.get_secret_value()}",  # type: ignore[union-attr]
+           "Content-Type": "application/json"}
+    assert live.http.post(live.url + "/api/proposals/p_x/decision", content=big, headers=api).status_code == 413
+    long_reason = {"verdict": "reject", "actor": "cli:lead", "reason": "x" * 5000}
+    assert live.http.post(live.url + "/api/proposals/p_x/decision", json=long_reason,
+                          headers=api).status_code == 422
+    # Slack: a timestamp that is not a number is not Slack (401, not a crash); signed garbage is a 400.
+    slack = live.url + "/slack/events"
+    assert live.http.post(slack, content=b"{}", headers={"X-Slack-Request-Timestamp": "abc",
+                                                          "X-Slack-Signature": "v0=00"}).status_code == 401
+    ts, body = str(int(time.time())), b"{not json"
+    secret = live.settings.slack_signing_secret.get_secret_value()  # type: ignore[union-attr]
+    sig = "v0=" + hmac.new(secret.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
+    answer = live.http.post(slack, content=body, headers={"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sig,
+                                                           "Content-Type": "application/json"})
+    assert answer.status_code == 400
+    assert live.svc.rt.store.find() == [] and "ticket.loaded" not in kinds(live)

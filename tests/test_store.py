@@ -135,3 +135,11 @@ def test_sqlite_store_is_shared_between_processes_by_file(tmp_path: Path) -> Non
     first: Callable[[], ApprovalStore] = lambda: SqliteApprovalStore(path)  # noqa: E731
     p, _ = first().add(make_proposal())
     assert first().get(p.id) == p
+
+
+def test_claims_exclude_a_second_taker_until_released_or_stale(store: ApprovalStore) -> None:
+    assert store.claim("ticket:x:1", stale_after=300)
+    assert not store.claim("ticket:x:1", stale_after=300), "held by a run in progress"
+    assert store.claim("ticket:x:1", stale_after=0), "a claim older than the bound is presumed dead"
+    store.release("ticket:x:1")
+    assert store.claim("ticket:x:1", stale_after=300)

@@ -65,8 +65,18 @@ class TriageRunner:
         """Triage one ticket, unless it already has a run (then: ``duplicate``, nothing done)."""
         thread_id = self.thread_for(ticket)
         config = self._config(thread_id)
+        store = self.services.store
         values, paused, stopped = self.status(thread_id)
+        if values and not stopped:
+            result = self._result(thread_id, values, paused)
+            result.status = "duplicate"
+            return result
+        # A run in progress elsewhere looks "stopped" between its checkpoints: the claim tells them apart.
+        # It is held while the run works and given back after; a killed run's claim goes stale.
+        if not store.claim(thread_id, stale_after=CLAIM_SECONDS):
+            return RunResult(thread_id, "duplicate", error="a run of this ticket is in progress elsewhere")
         try:
+            values, paused, stopped = self.status(thread_id)
             if values and not stopped:
                 result = self._result(thread_id, values, paused)
                 result.status = "duplicate"
@@ -75,8 +85,6 @@ class TriageRunner:
                 log.info("finishing interrupted run %s", thread_id)
                 out = self.graph.invoke(None, config, context=self.services, durability=DURABILITY)
             else:
-                if not self.services.store.claim(thread_id, stale_after=CLAIM_SECONDS):
-                    return RunResult(thread_id, "duplicate", error="a run of this ticket is in progress elsewhere")
                 state: TriageState = (
                     {"ticket": ticket.model_dump(mode="json")} if isinstance(ticket, Ticket)
                     else {"ticket_id": ticket}
@@ -86,6 +94,8 @@ class TriageRunner:
             self.services.audit.append("run.failed", thread_id, "agent:triage",
                                        {"error": f"{type(exc).__name__}: {exc}"}, thread_id=thread_id)
             return RunResult(thread_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            store.release(thread_id)
         return self._result(thread_id, out, "__interrupt__" in out)
 
     def report(self, ticket: Ticket) -> RunResult:

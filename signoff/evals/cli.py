@@ -164,7 +164,15 @@ def eval_command(
             recs = [d["recommendation"] for d in docs if "recommendation" in d]
             if len(recs) != 1:
                 raise typer.BadParameter("--write-policy takes exactly one suite")
-            written = write_policy_file(write_policy, recs[0])
+            from signoff.guardrails.policy import DEFAULT_POLICY_PATH
+
+            for action, rec in recs[0]["actions"].items():
+                precision = (rec.get("on_suite") or {}).get("precision")
+                if isinstance(precision, float) and precision < target_precision:
+                    err.print(f"[yellow]warning:[/] {action} at {rec['threshold']} reaches only {precision:.3f} "
+                              f"precision on the suite's cases (target {target_precision}); the calibration set "
+                              "may be too small or unlike them: check before you deploy this policy")
+            written = write_policy_file(write_policy, recs[0], base=settings.policy_path or DEFAULT_POLICY_PATH)
             console.print(f"wrote {write_policy}: " + ", ".join(f"{a} min_confidence {v}" for a, v in written.items())
                           + " (YAML comments in that file are not preserved)")
     except SignoffError as exc:

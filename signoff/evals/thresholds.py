@@ -114,14 +114,17 @@ def recommend(
     return out
 
 
-def write_policy(path: Path, recommendation: dict[str, Any]) -> dict[str, float]:
+def write_policy(path: Path, recommendation: dict[str, Any], *, base: Path | None = None) -> dict[str, float]:
     """Set ``min_confidence`` of the recommended actions in the policy YAML at ``path`` (validated, then
     replaced atomically). Everything else is kept, but YAML comments are not (PyYAML drops them).
 
     A threshold is rounded *up* to 3 decimals (never below the recommendation); an action for which no
-    threshold reaches the target gets 1.0 (practically: always a human)."""
+    threshold reaches the target gets 1.0 (practically: always a human). A file that does not exist yet
+    starts as a copy of ``base`` (the policy in use). The team, which follows the category, never gets a
+    lower threshold than the category."""
+    source = path if path.exists() or base is None else base
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise PolicyError(f"cannot read policy {path}: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("actions"), dict):
@@ -134,6 +137,10 @@ def write_policy(path: Path, recommendation: dict[str, Any]) -> dict[str, float]
         value = 1.0 if t is None else min(1.0, math.ceil(t * 1000 - 1e-9) / 1000)
         data["actions"][action]["min_confidence"] = value
         written[action] = value
+    if "ticket.set_team" in written and "ticket.set_category" in written:
+        floor = written["ticket.set_category"]
+        written["ticket.set_team"] = data["actions"]["ticket.set_team"]["min_confidence"] = max(
+            written["ticket.set_team"], floor)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     try:

@@ -41,6 +41,10 @@ class ApprovalStore(Protocol):
         """Take ``key`` (e.g. a run's thread id) unless someone took it less than ``stale_after`` s ago."""
         ...
 
+    def release(self, key: str) -> None:
+        """Give ``key`` back (the work it guarded is finished or failed)."""
+        ...
+
 
 def _claim_fresh(claimed_at: str | None, stale_after: float) -> bool:
     from datetime import datetime
@@ -200,6 +204,10 @@ class SqliteApprovalStore:
             conn.execute("INSERT OR REPLACE INTO claims (key, claimed_at) VALUES (?, ?)", (key, utcnow().isoformat()))
             return True
 
+    def release(self, key: str) -> None:
+        with self.db.connect(write=True) as conn:
+            conn.execute("DELETE FROM claims WHERE key = ?", (key,))
+
 
 class InMemoryApprovalStore:
     def __init__(self) -> None:
@@ -213,6 +221,10 @@ class InMemoryApprovalStore:
                 return False
             self._claims[key] = utcnow().isoformat()
             return True
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            self._claims.pop(key, None)
 
     def add(self, proposal: Proposal) -> tuple[Proposal, bool]:
         with self._lock:

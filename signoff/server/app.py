@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from signoff.agents.services import Runtime, open_runtime
@@ -35,13 +35,19 @@ from signoff.server.services import ServerServices
 log = logging.getLogger(__name__)
 
 
+#: A decision's reason is for people to read (Slack's modal caps it at 2,000 characters too).
+MAX_REASON = 2000
+#: No request this server understands is bigger; larger bodies are refused before they are read.
+MAX_BODY = 1_000_000
+
+
 class OdooEvent(BaseModel):
     """An Odoo automation rule's "Send Webhook Notification" body; extra fields are ignored."""
 
     model_config = ConfigDict(populate_by_name=True, extra="allow")
 
-    model: str = Field(alias="_model", min_length=1)
-    id: int = Field(alias="_id", gt=0)
+    model: str = Field(alias="_model", min_length=1, max_length=128)
+    id: StrictInt = Field(alias="_id", gt=0, lt=2**63)
     action: str | None = Field(default=None, alias="_action")
 
 
@@ -51,12 +57,12 @@ class DecisionIn(BaseModel):
     verdict: Literal["approve", "edit", "reject"]
     actor: str | None = None
     """Approver identity as the policy's groups name it (or header ``X-Signoff-Actor``)."""
-    reason: str | None = None
+    reason: str | None = Field(default=None, max_length=MAX_REASON)
     args: dict[str, Any] | None = None
 
 
 class TriageIn(BaseModel):
-    ticket_id: int = Field(gt=0)
+    ticket_id: StrictInt = Field(gt=0, lt=2**63)
 
 
 def _error(status: int, error: str, detail: str, **extra: Any) -> JSONResponse:
@@ -136,6 +142,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app = FastAPI(title="Signoff", version="0.1.0", lifespan=lifespan,
                   description="Agents propose, humans approve, the executor writes once; all audited.")
     app.state.settings = settings
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next: Any) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            return _error(413, "too_large", f"request bodies are limited to {MAX_BODY} bytes")
+        return await call_next(request)
 
     @app.exception_handler(AuthError)
     async def _auth_error(request: Request, exc: AuthError) -> JSONResponse:

@@ -54,6 +54,10 @@ def build_slack(settings: Settings, rt: Runtime) -> SlackBridge | None:
     return SlackBridge(settings.slack_signing_secret.get_secret_value(), channel)
 
 
+#: Slack's own payloads stay far below this; anything bigger is refused before it is parsed.
+MAX_SLACK_BODY = 1_000_000
+
+
 class SlackBridge:
     def __init__(self, signing_secret: str, channel: SlackApprovalChannel) -> None:
         self.channel = channel
@@ -68,8 +72,18 @@ class SlackBridge:
 
     async def handle(self, request: Request) -> Response:
         body = await request.body()
-        # Bolt's dispatch is synchronous until ack(): keep it off the event loop.
-        bolt_response = await run_in_threadpool(self.app.dispatch, to_bolt_request(request, body))
+        if len(body) > MAX_SLACK_BODY:
+            return Response("payload too large", status_code=413)
+        timestamp = request.headers.get("x-slack-request-timestamp", "")
+        if not timestamp.isdigit():  # Bolt would crash on it (int()): it is not a Slack request
+            if self._svc is not None:
+                self._svc.metrics.slack.inc("rejected")
+            return Response('{"error": "invalid request"}', status_code=401, media_type="application/json")
+        try:
+            # Bolt's dispatch is synchronous until ack(): keep it off the event loop.
+            bolt_response = await run_in_threadpool(self.app.dispatch, to_bolt_request(request, body))
+        except ValueError:  # signed, but not JSON / form data Bolt can parse
+            return Response('{"error": "malformed body"}', status_code=400, media_type="application/json")
         kind = "rejected" if bolt_response.status == 401 else "ok" if bolt_response.status < 400 else "error"
         if self._svc is not None:
             self._svc.metrics.slack.inc(kind)
