@@ -393,6 +393,10 @@ def approvals_recover() -> None:
             results: list[Any] = rt.runner.recover()
             with renewal_runner(rt) as renewal:
                 results += renewal.recover()
+            from signoff.agents.contracts import contract_runner
+
+            with contract_runner(rt) as contracts:
+                results += contracts.recover()
             failed = rt.store.find(states=("failed",))
             waiting = rt.runner.waiting_on_stale()
     except SignoffError as exc:
@@ -587,6 +591,15 @@ def _mount_risk() -> None:
 
 
 _mount_risk()
+
+
+def _mount_contracts() -> None:
+    from signoff.agents.contracts_cli import app as contracts_app
+
+    app.add_typer(contracts_app, name="contracts")
+
+
+_mount_contracts()
 
 
 def _mount_sandbox() -> None:

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # Guardrails ----------------------------------------------------------------------------------
     policy_path: Path | None = None
     """Guardrail policy YAML; unset means the packaged default ``signoff/guardrails/default_policy.yaml``."""
+    contract_policy_path: Path | None = None
+    """Clause policy YAML of the contracts agent (deviations, thresholds); unset means the packaged
+    ``signoff/guardrails/contract_policy.yaml``."""
     max_ticket_chars: int = 4000
     """Longer ticket text is cut to this size before any model sees it."""
     executor_max_attempts: int = 3

@@ -156,6 +156,78 @@ class RiskScore(BaseModel):
     proposal_ids: list[str] = Field(default_factory=list)
 
 
+# --- contracts -----------------------------------------------------------------------------------
+
+
+class SourceSpan(BaseModel):
+    """Where a term was read: ``contract_text[start:end] == text``."""
+
+    start: int
+    end: int
+    text: str
+
+
+class ContractTerm(BaseModel):
+    """One key term of a contract (a CUAD category), with its source and a calibrated confidence."""
+
+    key: str
+    """Our field name, e.g. ``notice_period``."""
+    category: str
+    """The CUAD category it maps to, e.g. ``Notice Period To Terminate Renewal``."""
+    status: Literal["found", "needs_review", "not_found"]
+    """``needs_review``: a candidate exists but below the threshold: shown as such, never as a value."""
+    confidence: float = Field(ge=0.0, le=1.0)
+    threshold: float
+    spans: list[SourceSpan] = Field(default_factory=list)
+    """Empty unless ``found``."""
+    value: Any = None
+    """Normalised value when one can be read: ISO date, ``{"value": 90, "unit": "day", "days": 90}``,
+    a jurisdiction, party names, ``True`` for yes/no clauses."""
+    evidence: list[dict[str, Any]] = Field(default_factory=list)
+    """Nearest labelled clauses (CUAD) that support the classification."""
+
+
+class Deviation(BaseModel):
+    """A term that departs from the clause policy, with the spans that show it."""
+
+    rule: str
+    message: str
+    severity: Literal["info", "warning", "high"] = "warning"
+    spans: list[SourceSpan] = Field(default_factory=list)
+
+
+class SummarySentence(BaseModel):
+    text: str
+    spans: list[SourceSpan] = Field(default_factory=list)
+
+
+class ContractSummary(BaseModel):
+    """The contracts agent's conclusion about one contract."""
+
+    thread_id: str
+    name: str
+    sha256: str
+    db: str = "file"
+    attachment_id: int | None = None
+    res_model: str | None = None
+    res_id: int | None = None
+    n_chars: int
+    terms: list[ContractTerm]
+    summary: list[SummarySentence] = Field(default_factory=list)
+    deviations: list[Deviation] = Field(default_factory=list)
+    notice_deadline: str | None = None
+    """ISO date: expiration minus the notice period (the last day to decide on renewal)."""
+    outcome: Literal["proposed", "needs_human", "report", "skipped"] = "report"
+    reasons: list[str] = Field(default_factory=list)
+    proposal_ids: list[str] = Field(default_factory=list)
+    model_version: str = ""
+    injection: list[str] = Field(default_factory=list)
+    """Phrases addressed to an AI found in the contract (untrusted text)."""
+
+    def term(self, key: str) -> ContractTerm | None:
+        return next((t for t in self.terms if t.key == key), None)
+
+
 # --- proposals and approvals ---------------------------------------------------------------------
 
 ProposalState = Literal[
@@ -221,7 +293,7 @@ class Decision(BaseModel):
     verdict: Verdict
     actor: str
     """Approver identity, e.g. ``slack:U024BE7LH``, ``odoo:7`` or ``cli:alice``."""
-    reason: str | None = None
+    reason: str | None = Field(default=None, max_length=2000)
     args: dict[str, Any] | None = None
     """New args, for ``edit``."""
     channel: str = "cli"

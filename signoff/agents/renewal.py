@@ -398,4 +398,9 @@ def resume_thread(rt: Any, thread_id: str, actor: str) -> Any:
     if thread_id.startswith(THREAD_PREFIX):
         with renewal_runner(rt) as runner:
             return runner.resume_if_ready(thread_id, actor=actor)
+    if thread_id.startswith("contract:"):
+        from signoff.agents.contracts import contract_runner
+
+        with contract_runner(rt) as contracts:
+            return contracts.resume_if_ready(thread_id, actor=actor)
     return rt.runner.resume_if_ready(thread_id, actor=actor)

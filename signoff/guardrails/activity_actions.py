@@ -101,7 +101,7 @@ class ActivityAction:
         if "amount" in args:
             parts.append(f"<p>Amount: <b>{args['amount']:,.2f} {html.escape(str(args.get('currency', '')))}</b>"
                          " &mdash; apply it as a discount or credit note; nothing was changed automatically.</p>")
-        for key in ("reason", "drivers"):
+        for key in ("reason", "drivers", "details"):
             if args.get(key):
                 parts.append(f"<p>{key.capitalize()}: {html.escape(str(args[key]))}</p>")
         parts.append(f"<p>{html.escape(marker(proposal_id))}</p>")
@@ -113,7 +113,7 @@ class ActivityAction:
         if "amount" in args:
             lines.append(f"Amount: {args['amount']:,.2f} {args.get('currency', '')}; apply it as a discount or credit "
                          "note, nothing was changed automatically.")
-        lines += [f"{key.capitalize()}: {args[key]}" for key in ("reason", "drivers") if args.get(key)]
+        lines += [f"{key.capitalize()}: {args[key]}" for key in ("reason", "drivers", "details") if args.get(key)]
         return "\n".join([*lines, marker(proposal_id)])
 
     # -- exactly once ----------------------------------------------------------------------------
@@ -181,4 +181,9 @@ ACTIVITY_ACTIONS: tuple[ActivityAction, ...] = (
                    required=("reason", "deadline"), optional=("owner_uid", "drivers")),
     ActivityAction("account.retention_offer", "sale.order", "Retention offer",
                    required=("amount", "currency", "deadline"), optional=("owner_uid", "reason", "drivers")),
+    # contracts agent: on the sale order the contract is attached to
+    ActivityAction("contract.renewal_reminder", "sale.order", "Contract renewal decision",
+                   required=("reason", "deadline"), optional=("owner_uid", "details")),
+    ActivityAction("contract.legal_review", "sale.order", "Legal review",
+                   required=("reason", "deadline"), optional=("owner_uid", "details")),
 )

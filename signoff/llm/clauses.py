@@ -1,0 +1,542 @@
+"""The embedded clause model: which chunks of a contract state which key term (CUAD categories).
+
+Per chunk (a sentence or clause, :func:`signoff.tools.contracts.chunk_text`), three kinds of features:
+
+* the frozen MiniLM embedding (:mod:`signoff.llm.embeddings`): meaning, paraphrase;
+* TF-IDF word 1–2-grams: the exact legal wording ("governed by", "without cause");
+* nearest labelled examples: for each category, the highest cosine similarity to a labelled CUAD clause
+  of that category. The labelled clauses live in a Chroma collection on disk (PersistentClient under
+  the model directory, with *our* embedding function, never Chroma's downloading default); at fit time
+  the similarity skips clauses of the chunk's own contract, so the feature is never a copy of the label.
+
+One logistic regression per category over all three, then Platt scaling fitted on out-of-fold scores
+(contracts grouped into folds, never split), so ``confidence`` is a calibrated probability that the
+chunk is (most of) an expert-labelled clause of that category. A per-category threshold maximising
+out-of-fold F1 ships with the model; the clause policy may override it.
+
+Artefact (``save(dir)``): ``dir/LATEST`` and ``dir/<version>/{manifest.json, model.joblib, chroma/}``;
+``<version>`` = ``cm1-<data sha[:12]>-<embedder version>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from signoff.domain import utcnow
+from signoff.errors import DataError, ModelError, ModelNotTrained
+from signoff.llm.embeddings import Embedder, get_embedder, sha256_file
+from signoff.tools.contracts import CHUNKER_VERSION, Chunk, chunk_text, text_sha256
+
+log = logging.getLogger(__name__)
+ProgressFn = Callable[[str, float], None]
+
+#: The key terms the contracts agent extracts, by CUAD category name.
+CATEGORIES: tuple[str, ...] = (
+    "Parties", "Agreement Date", "Effective Date", "Expiration Date", "Renewal Term",
+    "Notice Period To Terminate Renewal", "Termination For Convenience", "Cap On Liability",
+    "Uncapped Liability", "Governing Law", "Minimum Commitment", "Price Restrictions", "Exclusivity",
+    "Change Of Control", "Anti-Assignment",
+)
+FORMAT = 1
+_MODEL_FILE = "model.joblib"
+_MANIFEST = "manifest.json"
+_LATEST = "LATEST"
+_COLLECTION = "cuad_clauses"
+
+
+@dataclass
+class LabelledContract:
+    """A contract's text and its expert clause spans per category (CUAD JSONL record)."""
+
+    id: str
+    text: str
+    spans: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    """category -> [start, end) segments of its labelled clauses."""
+    clauses: dict[str, list[str]] = field(default_factory=dict)
+    """category -> the labelled clause texts (CUAD's excerpts; ``<omitted>`` marks cut middles)."""
+
+
+def load_cuad(path: Path, *, limit: int | None = None, ids: Sequence[str] | None = None) -> list[LabelledContract]:
+    """Contracts from ``cuad_dev.jsonl`` / ``cuad_test.jsonl`` (read in place)."""
+    out: list[LabelledContract] = []
+    wanted = set(ids) if ids else None
+    try:
+        fh = Path(path).open(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from exc
+    with fh:
+        for line in fh:
+            row = json.loads(line)
+            if wanted is not None and row["id"] not in wanted:
+                continue
+            spans: dict[str, list[tuple[int, int]]] = {}
+            clauses: dict[str, list[str]] = {}
+            for cat in CATEGORIES:
+                lab = row["labels"].get(cat) or {}
+                clauses[cat] = list(lab.get("clauses") or [])
+                spans[cat] = [(int(a), int(b)) for segs in lab.get("spans") or [] for a, b in (segs or [])
+                              if a is not None]
+            out.append(LabelledContract(row["id"], row["text"], spans, clauses))
+            if limit and len(out) >= limit:
+                break
+    return out
+
+
+def chunk_labels(chunks: Sequence[Chunk], contract: LabelledContract) -> np.ndarray:
+    """``(n_chunks, n_categories)`` 0/1: a chunk is positive when at least half of it lies inside a
+    labelled clause of the category, or it covers at least half of one (short clauses)."""
+    y = np.zeros((len(chunks), len(CATEGORIES)), dtype=np.int8)
+    for j, cat in enumerate(CATEGORIES):
+        for a, b in contract.spans.get(cat, []):
+            for i, ch in enumerate(chunks):
+                if ch.end <= a or ch.start >= b:
+                    continue
+                inter = min(ch.end, b) - max(ch.start, a)
+                if inter >= 0.5 * (ch.end - ch.start) or inter >= 0.5 * (b - a):
+                    y[i, j] = 1
+    return y
+
+
+# --- embeddings, cached on disk ------------------------------------------------------------------
+
+
+class EmbeddingCache:
+    """Chunk embeddings of a whole contract, kept as ``.npy`` files keyed by text, chunker and model."""
+
+    def __init__(self, directory: Path | None, embedder: Embedder) -> None:
+        self.dir = directory
+        self.embedder = embedder
+
+    def _path(self, text: str) -> Path | None:
+        if self.dir is None:
+            return None
+        key = hashlib.sha256(f"{self.embedder.version}|{CHUNKER_VERSION}|{text_sha256(text)}".encode()).hexdigest()
+        return self.dir / f"{key[:32]}.npy"
+
+    def chunks(self, text: str, chunks: Sequence[Chunk]) -> np.ndarray:
+        path = self._path(text)
+        if path is not None and path.is_file():
+            vecs = np.load(path)
+            if vecs.shape == (len(chunks), self.embedder.dim):
+                return np.asarray(vecs, dtype=np.float32)
+        vecs = self.embedder.encode([c.text for c in chunks])
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(tmp, vecs.astype(np.float16))
+            os.replace(tmp, path)
+        return vecs
+
+
+# --- Chroma: the labelled examples ---------------------------------------------------------------
+
+
+class _OurEmbeddingFunction:
+    """Chroma embedding function backed by :class:`Embedder` (no download, no torch)."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self._embedder = embedder
+
+    def __call__(self, input: list[str]) -> list[np.ndarray]:
+        return list(self._embedder.encode(list(input)))
+
+    @staticmethod
+    def name() -> str:
+        return "signoff-minilm-onnx-int8"
+
+    def is_legacy(self) -> bool:
+        return False
+
+    def default_space(self) -> str:
+        return "cosine"
+
+    def supported_spaces(self) -> list[str]:
+        return ["cosine"]
+
+    def embed_query(self, input: list[str]) -> list[np.ndarray]:
+        return self(input)
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> _OurEmbeddingFunction:
+        return _OurEmbeddingFunction(get_embedder())
+
+    def validate_config(self, config: dict[str, Any]) -> None:
+        return None
+
+    def validate_config_update(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        return None
+
+
+def _chroma_client(path: Path) -> Any:
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    return chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
+
+
+class ExampleStore:
+    """The labelled clauses (text, category, contract) in a Chroma collection on disk."""
+
+    def __init__(self, path: Path, embedder: Embedder) -> None:
+        self.path = path
+        self.embedder = embedder
+        self._client = _chroma_client(path)
+        self.collection = self._client.get_or_create_collection(
+            _COLLECTION, embedding_function=_OurEmbeddingFunction(embedder),
+            metadata={"hnsw:space": "cosine"},
+        )
+
+    def add(self, ids: list[str], texts: list[str], vectors: np.ndarray, metas: list[dict[str, Any]]) -> None:
+        for s in range(0, len(ids), 2000):
+            self.collection.add(ids=ids[s : s + 2000], documents=texts[s : s + 2000],
+                                embeddings=[v.tolist() for v in vectors[s : s + 2000]],
+                                metadatas=metas[s : s + 2000])
+
+    def matrix(self) -> tuple[np.ndarray, list[dict[str, Any]], list[str]]:
+        got = self.collection.get(include=["embeddings", "metadatas", "documents"])
+        vecs = np.asarray(got["embeddings"], dtype=np.float32).reshape(-1, self.embedder.dim)
+        return vecs, list(got["metadatas"] or []), list(got["documents"] or [])
+
+    def nearest(self, vector: np.ndarray, category: str, k: int = 3) -> list[dict[str, Any]]:
+        """The ``k`` labelled clauses of ``category`` nearest to ``vector`` (evidence for a term)."""
+        res = self.collection.query(query_embeddings=[vector.tolist()], n_results=k,
+                                    where={"category": category}, include=["documents", "metadatas", "distances"])
+        out = []
+        for doc, meta, dist in zip(res["documents"][0], res["metadatas"][0], res["distances"][0], strict=False):
+            out.append({"text": doc, "contract": meta.get("contract"), "similarity": round(1.0 - float(dist), 4)})
+        return out
+
+
+def knn_features(vecs: np.ndarray, ex_vecs: np.ndarray, ex_cat: np.ndarray, ex_group: np.ndarray | None = None,
+                 group: str | None = None, groups: np.ndarray | None = None) -> np.ndarray:
+    """Per chunk and category, the best cosine similarity to a labelled clause of that category.
+    ``groups`` (one per chunk) masks examples of the chunk's own contract (fit time only)."""
+    out = np.zeros((len(vecs), len(CATEGORIES)), dtype=np.float32)
+    if not len(ex_vecs) or not len(vecs):
+        return out
+    cols = [np.flatnonzero(ex_cat == j) for j in range(len(CATEGORIES))]
+    for s in range(0, len(vecs), 2048):
+        sims = vecs[s : s + 2048] @ ex_vecs.T
+        if groups is not None and ex_group is not None:
+            sims[groups[s : s + 2048, None] == ex_group[None, :]] = -1.0
+        for j, idx in enumerate(cols):
+            if idx.size:
+                out[s : s + 2048, j] = sims[:, idx].max(axis=1)
+    return out
+
+
+# --- the model -----------------------------------------------------------------------------------
+
+
+def _platt_fit(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    from sklearn.linear_model import LogisticRegression
+
+    if y.min() == y.max():
+        return 0.0, -10.0 if y.max() == 0 else 10.0
+    # mildly regularised: with few positives an unregularised fit saturates (every score 0 or 1)
+    lr = LogisticRegression(C=1.0, max_iter=1000).fit(scores.reshape(-1, 1), y)
+    return max(0.05, float(lr.coef_[0, 0])), float(lr.intercept_[0])
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))
+
+
+class ClauseModel:
+    """Scores chunks per category; ``fit`` on labelled contracts, ``save``/``load`` as a versioned artefact."""
+
+    def __init__(self, *, embedder: Embedder | None = None, c: float = 2.0, folds: int = 3,
+                 cache_dir: Path | None = None) -> None:
+        self._embedder = embedder
+        self.c = c
+        self.folds = folds
+        self.cache_dir = cache_dir
+        self.categories: tuple[str, ...] = CATEGORIES
+        self.version = ""
+        self.thresholds: dict[str, float] = {}
+        self.metrics: dict[str, Any] = {}
+        self.platt: dict[str, tuple[float, float]] = {}
+        self._tfidf: Any = None
+        self._heads: dict[str, Any] = {}
+        self._ex_vecs = np.zeros((0, 384), dtype=np.float32)
+        self._ex_cat = np.zeros(0, dtype=np.int64)
+        self.examples: ExampleStore | None = None
+        self.path: Path | None = None
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = get_embedder()
+        return self._embedder
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self._heads)
+
+    def embed(self, text: str, chunks: Sequence[Chunk]) -> np.ndarray:
+        return EmbeddingCache(self.cache_dir, self.embedder).chunks(text, chunks)
+
+    # -- features ---------------------------------------------------------------------------------
+
+    def _features(self, texts: Sequence[str], vecs: np.ndarray, knn: np.ndarray) -> Any:
+        from scipy import sparse
+
+        x_t = self._tfidf.transform(list(texts))
+        return sparse.hstack([sparse.csr_matrix(vecs), sparse.csr_matrix(knn * 2.0), x_t], format="csr")
+
+    def _new_tfidf(self) -> Any:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=60_000,
+                               dtype=np.float32)
+
+    # -- fitting ----------------------------------------------------------------------------------
+
+    def fit(self, contracts: Sequence[LabelledContract], *, progress: ProgressFn | None = None) -> ClauseModel:
+        from sklearn.linear_model import LogisticRegression
+
+        def report(stage: str, frac: float) -> None:
+            if progress is not None:
+                progress(stage, min(1.0, max(0.0, frac)))
+
+        if len(contracts) < max(2, self.folds):
+            raise DataError(f"need at least {max(2, self.folds)} labelled contracts, got {len(contracts)}")
+        texts: list[str] = []
+        vec_parts: list[np.ndarray] = []
+        y_parts: list[np.ndarray] = []
+        groups: list[int] = []
+        for n, contract in enumerate(contracts):
+            chunks = chunk_text(contract.text)
+            vec_parts.append(self.embed(contract.text, chunks))
+            y_parts.append(chunk_labels(chunks, contract))
+            texts.extend(c.text for c in chunks)
+            groups.extend([n] * len(chunks))
+            report("embedding", 0.7 * (n + 1) / len(contracts))
+        vecs = np.vstack(vec_parts).astype(np.float32)
+        y = np.vstack(y_parts)
+        g = np.asarray(groups)
+        # labelled examples: the positive chunks of every category
+        ex_rows, ex_cat = np.nonzero(y)
+        self._ex_vecs, self._ex_cat = vecs[ex_rows], ex_cat.astype(np.int64)
+        ex_group = g[ex_rows]
+        knn = knn_features(vecs, self._ex_vecs, self._ex_cat, ex_group, groups=g)
+        self._tfidf = self._new_tfidf().fit(texts)
+        x = self._features(texts, vecs, knn)
+
+        # out-of-fold scores (contracts grouped) -> Platt scaling and thresholds
+        fold = g % self.folds
+        oof = np.zeros(y.shape, dtype=np.float64)
+        report("calibrating", 0.7)
+        for k in range(self.folds):
+            tr, te = fold != k, fold == k
+            for j, _cat in enumerate(self.categories):
+                if y[tr, j].max() == 0:
+                    oof[te, j] = -10.0
+                    continue
+                head = LogisticRegression(C=self.c, max_iter=2000).fit(x[tr], y[tr, j])
+                oof[te, j] = head.decision_function(x[te])
+            report("calibrating", 0.7 + 0.2 * (k + 1) / self.folds)
+        self.platt, self.thresholds, self.metrics = {}, {}, {"n_contracts": len(contracts), "n_chunks": len(texts)}
+        for j, cat in enumerate(self.categories):
+            a, b = _platt_fit(oof[:, j], y[:, j])
+            self.platt[cat] = (a, b)
+            p = _sigmoid(a * oof[:, j] + b)
+            self.thresholds[cat], best_f1 = _best_threshold(p, y[:, j])
+            self.metrics[cat] = {"positives": int(y[:, j].sum()), "oof_chunk_f1": round(best_f1, 4),
+                                 "oof_ece": round(_ece(p, y[:, j]), 4)}
+        self._heads = {}
+        for j, cat in enumerate(self.categories):
+            if y[:, j].max() == 0:
+                continue
+            self._heads[cat] = LogisticRegression(C=self.c, max_iter=2000).fit(x, y[:, j])
+        report("done", 1.0)
+        digest = hashlib.sha256("|".join(sorted(c.id for c in contracts)).encode()).hexdigest()
+        self.version = f"cm{FORMAT}-{digest[:12]}-{self.embedder.version}"
+        self._ex_texts = [texts[i] for i in ex_rows]
+        self._ex_groups = [contracts[int(gi)].id for gi in ex_group]
+        return self
+
+    # -- scoring ----------------------------------------------------------------------------------
+
+    def score(self, text: str, chunks: Sequence[Chunk] | None = None) -> tuple[list[Chunk], np.ndarray, np.ndarray]:
+        """``(chunks, probabilities (n_chunks, n_categories), chunk vectors)`` for a contract text."""
+        if not self.fitted:
+            raise ModelNotTrained("the clause model is not trained: run `signoff contracts train`")
+        chunks = list(chunks) if chunks is not None else chunk_text(text)
+        if not chunks:
+            return chunks, np.zeros((0, len(self.categories))), np.zeros((0, self.embedder.dim), dtype=np.float32)
+        vecs = self.embed(text, chunks)
+        knn = knn_features(vecs, self._ex_vecs, self._ex_cat)
+        x = self._features([c.text for c in chunks], vecs, knn)
+        proba = np.zeros((len(chunks), len(self.categories)))
+        for j, cat in enumerate(self.categories):
+            head = self._heads.get(cat)
+            if head is None:
+                continue
+            a, b = self.platt[cat]
+            proba[:, j] = _sigmoid(a * head.decision_function(x) + b)
+        return chunks, proba, vecs
+
+    def evidence(self, vector: np.ndarray, category: str, k: int = 2) -> list[dict[str, Any]]:
+        """Nearest labelled clauses (from the Chroma store) of a category: why a chunk scored."""
+        if self.examples is None:
+            return []
+        try:
+            return self.examples.nearest(vector, category, k)
+        except Exception as exc:  # chroma raises its own types; evidence is optional
+            log.warning("example lookup failed: %s", exc)
+            return []
+
+    # -- persistence ------------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> Path:
+        import joblib
+
+        if not self.fitted:
+            raise ModelNotTrained("nothing to save: the clause model is not trained")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        final = directory / self.version
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory))
+        try:
+            joblib.dump({"tfidf": self._tfidf, "heads": self._heads, "platt": self.platt,
+                         "ex_vecs": self._ex_vecs.astype(np.float16), "ex_cat": self._ex_cat,
+                         "categories": self.categories, "c": self.c}, tmp / _MODEL_FILE)
+            store = ExampleStore(tmp / "chroma", self.embedder)
+            store.add([f"ex{i}" for i in range(len(self._ex_texts))], self._ex_texts, self._ex_vecs,
+                      [{"category": self.categories[int(c)], "contract": gid}
+                       for c, gid in zip(self._ex_cat, self._ex_groups, strict=True)])
+            del store
+            manifest = {"format": FORMAT, "version": self.version, "created_at": utcnow().isoformat(),
+                        "embedder": self.embedder.version, "chunker": CHUNKER_VERSION,
+                        "categories": list(self.categories), "thresholds": self.thresholds,
+                        "metrics": self.metrics, "model_sha256": sha256_file(tmp / _MODEL_FILE)}
+            (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        (directory / _LATEST).write_text(self.version)
+        self.path = final
+        return final
+
+    @classmethod
+    def load(cls, directory: Path, *, embedder: Embedder | None = None, cache_dir: Path | None = None) -> ClauseModel:
+        import joblib
+
+        directory = Path(directory)
+        latest = directory / _LATEST
+        if not latest.is_file():
+            raise ModelNotTrained(f"no clause model in {directory}: run `signoff contracts train`")
+        path = directory / latest.read_text().strip()
+        try:
+            manifest = json.loads((path / _MANIFEST).read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"clause model {path} has no readable manifest: {exc}") from exc
+        if sha256_file(path / _MODEL_FILE) != manifest.get("model_sha256"):
+            raise ModelError(f"clause model {path} failed its integrity check; retrain it")
+        model = cls(embedder=embedder, cache_dir=cache_dir)
+        if manifest.get("embedder") != model.embedder.version:
+            raise ModelError(f"clause model {path} was trained with {manifest.get('embedder')}, "
+                             f"not {model.embedder.version}; retrain it")
+        blob = joblib.load(path / _MODEL_FILE)
+        model._tfidf, model._heads, model.platt = blob["tfidf"], blob["heads"], blob["platt"]
+        model._ex_vecs = np.asarray(blob["ex_vecs"], dtype=np.float32)
+        model._ex_cat = np.asarray(blob["ex_cat"], dtype=np.int64)
+        model.categories = tuple(blob["categories"])
+        model.version, model.thresholds = manifest["version"], dict(manifest["thresholds"])
+        model.metrics, model.path = manifest.get("metrics", {}), path
+        try:
+            model.examples = ExampleStore(path / "chroma", model.embedder)
+        except Exception as exc:  # evidence only; scoring does not need it
+            log.warning("labelled-example store unavailable: %s", exc)
+        return model
+
+
+def _best_threshold(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The probability threshold with the best chunk-level F1 (ties: the higher threshold); at least 0.3."""
+    if y.sum() == 0:
+        return 0.99, 0.0
+    order = np.argsort(-p, kind="stable")
+    tp = np.cumsum(y[order])
+    k = np.arange(1, len(p) + 1)
+    f1 = 2 * tp / (k + y.sum())
+    i = int(np.argmax(f1))
+    return max(0.3, float(round(p[order][i], 4))), float(f1[i])
+
+
+def _ece(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
+    from signoff.evals.metrics import expected_calibration_error
+
+    return float(expected_calibration_error(p, y, n_bins=bins))
+
+
+# --- from chunk scores to candidate spans --------------------------------------------------------
+
+#: Categories whose answer is a short value inside a sentence (CUAD labels the value, not the clause).
+DATE_CATEGORIES = ("Agreement Date", "Effective Date")
+PARTY_CATEGORY = "Parties"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A span proposed for a category: ``text[start:end]`` with a calibrated ``score``."""
+
+    category: str
+    start: int
+    end: int
+    score: float
+    chunk: int
+
+
+def candidates(text: str, chunks: Sequence[Chunk], proba: np.ndarray, *, top: int = 20,
+               categories: Sequence[str] = CATEGORIES) -> dict[str, list[Candidate]]:
+    """Per category, up to ``top`` candidate spans, best first.
+
+    Clause categories: the chunks themselves. Date categories: the dates inside the best chunks (CUAD
+    labels "October 1, 2019", not the sentence around it). Parties: company names and their defined
+    short names inside the best chunks."""
+    from signoff.tools.contracts import find_dates, find_parties
+
+    out: dict[str, list[Candidate]] = {}
+    for j, cat in enumerate(categories):
+        if not len(chunks):
+            out[cat] = []
+            continue
+        order = np.argsort(-proba[:, j], kind="stable")[: max(top, 1)]
+        found: list[Candidate] = []
+        if cat in DATE_CATEGORIES or cat == PARTY_CATEGORY:
+            for i in order:
+                ch = chunks[int(i)]
+                p = float(proba[i, j])
+                if cat == PARTY_CATEGORY:
+                    spans = [(s, e) for _n, s, e in find_parties(ch.text, ch.start)]
+                else:
+                    spans = [(d.start, d.end) for d in find_dates(ch.text, ch.start)]
+                for rank, (s, e) in enumerate(spans):
+                    # later matches in the same chunk are slightly less likely to be the answer
+                    found.append(Candidate(cat, s, e, p * (0.98 ** rank), int(i)))
+            found.sort(key=lambda c: (-c.score, c.start))
+            found = found[:top]
+        else:
+            found = [Candidate(cat, chunks[int(i)].start, chunks[int(i)].end, float(proba[i, j]), int(i))
+                     for i in order]
+        out[cat] = found
+    return out

@@ -1,0 +1,410 @@
+"""Contract read tools and text helpers: load (Odoo attachment or file, text or PDF), chunk with
+character offsets, and pattern extraction of dates, durations, governing law and party names.
+
+Everything here is deterministic and model-free. Every extracted value keeps ``(start, end)`` offsets
+into the contract text it was read from, so ``text[start:end]`` is always the quoted source.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import re
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from signoff.errors import DataError
+from signoff.integrations.odoo import OdooReader
+
+#: Bumped whenever chunking changes (cached embeddings and trained models carry it).
+CHUNKER_VERSION = "c2"
+MAX_CHUNK_CHARS = 900
+MIN_CHUNK_CHARS = 25
+#: Attachments larger than this are refused before ``datas`` is read (base64 over JSON-RPC).
+MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
+
+ATTACHMENT_META = ["id", "name", "mimetype", "file_size", "res_model", "res_id", "checksum", "description"]
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+@dataclass
+class ContractSource:
+    """A contract's text and where it came from."""
+
+    text: str
+    name: str
+    sha256: str
+    """sha256 of the original bytes (the PDF, or the text file)."""
+    db: str = "file"
+    attachment_id: int | None = None
+    res_model: str | None = None
+    res_id: int | None = None
+    mimetype: str = "text/plain"
+
+    @property
+    def thread_id(self) -> str:
+        if self.attachment_id is not None:
+            return f"contract:{self.db}:{self.attachment_id}"
+        return f"contract:file:{self.sha256[:16]}"
+
+
+def pdf_text(data: bytes) -> str:
+    """Text of a PDF (pypdf, layout-free extraction), pages separated by a blank line."""
+    try:
+        from pypdf import PdfReader
+        from pypdf.errors import PdfReadError
+    except ImportError as exc:  # pragma: no cover - pypdf is a dependency
+        raise DataError("reading PDF contracts needs pypdf: pip install pypdf") from exc
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except (PdfReadError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"cannot read the PDF: {exc}") from exc
+    text = "\n\n".join(p.strip("\n") for p in pages).strip()
+    if not text:
+        raise DataError("the PDF has no extractable text (a scan? OCR it first)")
+    return text
+
+
+def decode_contract(data: bytes, *, mimetype: str | None = None, name: str = "") -> tuple[str, str]:
+    """``(text, mimetype)`` of a contract's bytes: PDF by magic number or type, else UTF-8 text."""
+    if data[:5] == b"%PDF-" or (mimetype or "").endswith("/pdf") or name.lower().endswith(".pdf"):
+        return pdf_text(data), "application/pdf"
+    try:
+        return data.decode("utf-8-sig"), mimetype or "text/plain"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), mimetype or "text/plain"
+
+
+def load_file(path: Path) -> ContractSource:
+    """A contract from a ``.txt`` or ``.pdf`` file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from exc
+    text, mimetype = decode_contract(data, name=str(path))
+    return ContractSource(text=text, name=Path(path).name, sha256=hashlib.sha256(data).hexdigest(),
+                          mimetype=mimetype)
+
+
+def load_attachment(reader: OdooReader, attachment_id: int, *, db: str) -> ContractSource:
+    """A contract attached in Odoo: metadata first (type, size, owner record), then ``datas``."""
+    rows = reader.read("ir.attachment", [attachment_id], ATTACHMENT_META)
+    if not rows:
+        raise DataError(f"ir.attachment({attachment_id}) not found")
+    meta = rows[0]
+    size = int(meta.get("file_size") or 0)
+    if size > MAX_ATTACHMENT_BYTES:
+        raise DataError(f"ir.attachment({attachment_id}) is {size} bytes, over {MAX_ATTACHMENT_BYTES}")
+    mimetype = str(meta.get("mimetype") or "")
+    if mimetype and not (mimetype.startswith("text/") or mimetype.endswith("/pdf")
+                         or mimetype == "application/octet-stream"):
+        raise DataError(f"ir.attachment({attachment_id}) is {mimetype}: only text and PDF contracts are read")
+    datas = reader.read("ir.attachment", [attachment_id], ["datas"])[0].get("datas")
+    if not datas:
+        raise DataError(f"ir.attachment({attachment_id}) has no content")
+    raw = base64.b64decode(datas)
+    text, mimetype = decode_contract(raw, mimetype=mimetype, name=str(meta.get("name") or ""))
+    return ContractSource(
+        text=text, name=str(meta.get("name") or f"attachment {attachment_id}"),
+        sha256=hashlib.sha256(raw).hexdigest(), db=db, attachment_id=attachment_id,
+        res_model=meta.get("res_model") or None, res_id=int(meta["res_id"]) if meta.get("res_id") else None,
+        mimetype=mimetype,
+    )
+
+
+def list_contract_attachments(
+    reader: OdooReader, *, res_model: str = "sale.order", limit: int = 50
+) -> list[dict[str, Any]]:
+    """Attachments on ``res_model`` records that look like contracts (text or PDF), metadata only."""
+    domain: list[Any] = [["res_model", "=", res_model]]
+    rows = reader.search_read("ir.attachment", domain, ATTACHMENT_META, limit=limit)
+    return [r for r in rows if str(r.get("mimetype") or "").startswith("text/")
+            or str(r.get("mimetype") or "").endswith("/pdf")]
+
+
+# --- chunking ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A clause or sentence of the contract: ``text[start:end]`` (whitespace-trimmed)."""
+
+    index: int
+    start: int
+    end: int
+    text: str
+
+
+# A sentence ends at ". " / "; " before a capital or a digit/bracket, or at a blank line, or before a
+# numbered heading on a new line ("\n12.3 ", "\nSection 4", "\n(a)").
+_BOUNDARY = re.compile(
+    r"(?<=[.;:!?])[\"'”)]?\s+(?=[\"“(\[]?[A-Z0-9])"
+    r"|\n\s*\n"
+    r"|\n(?=\s*(?:\d+(?:\.\d+)*\.?\s|Section\s|SECTION\s|ARTICLE\s|Article\s|\([a-z0-9]{1,4}\)\s))"
+)
+_ABBREV = re.compile(r"(?:\b(?:Inc|Ltd|Co|Corp|No|Nos|Sec|Art|U\.S|e\.g|i\.e|etc|vs|Mr|Ms|Dr|St|Jr|Pty|"
+                     r"S\.A|N\.V|B\.V|L\.P|L\.L\.C|P\.C|Ltda|GmbH|a\.m|p\.m|[A-Z])\.)$")
+
+
+def _split_long(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Cut a span over ``MAX_CHUNK_CHARS`` at "; " / ", " / spaces, keeping offsets."""
+    out: list[tuple[int, int]] = []
+    s = start
+    while end - s > MAX_CHUNK_CHARS:
+        window = text[s : s + MAX_CHUNK_CHARS]
+        cut = max(window.rfind("; "), window.rfind(": "))
+        if cut < MAX_CHUNK_CHARS // 3:
+            cut = window.rfind(", ")
+        if cut < MAX_CHUNK_CHARS // 3:
+            cut = window.rfind(" ")
+        if cut <= 0:
+            cut = MAX_CHUNK_CHARS - 1
+        out.append((s, s + cut + 1))
+        s = s + cut + 1
+    out.append((s, end))
+    return out
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def chunk_text(text: str) -> list[Chunk]:
+    """Sentences / clauses with exact offsets: ``chunk.text == text[chunk.start:chunk.end]``.
+
+    Pieces shorter than ``MIN_CHUNK_CHARS`` (headings, page numbers) are joined to the next piece;
+    pieces longer than ``MAX_CHUNK_CHARS`` are cut at clause punctuation."""
+    cuts = [0]
+    for m in _BOUNDARY.finditer(text):
+        if _ABBREV.search(text[max(0, m.start() - 8) : m.start()]):
+            continue
+        cuts.append(m.start())
+    cuts.append(len(text))
+    pieces: list[tuple[int, int]] = []
+    pending: int | None = None
+    for a, b in zip(cuts, cuts[1:], strict=False):
+        a, b = _trim(text, a, b)
+        if a >= b:
+            continue
+        if pending is not None:
+            a = pending
+            pending = None
+        if b - a < MIN_CHUNK_CHARS:
+            pending = a
+            continue
+        pieces.extend(_split_long(text, a, b))
+    if pending is not None:
+        if pieces and len(text[pending:].strip()) < MIN_CHUNK_CHARS:
+            a, _ = pieces.pop()
+            pieces.append((a, _trim(text, a, len(text))[1]))
+        else:
+            pieces.append(_trim(text, pending, len(text)))
+    chunks: list[Chunk] = []
+    for a, b in pieces:
+        a, b = _trim(text, a, b)
+        if a < b:
+            chunks.append(Chunk(len(chunks), a, b, text[a:b]))
+    return chunks
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --- numbers, durations and dates ----------------------------------------------------------------
+
+_SMALL = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
+    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30,
+    "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100,
+    "a": 1, "an": 1,
+}
+_TENS = r"(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)[- ](?:one|two|three|four|five|six|seven|eight|nine)"
+_WORDS = "|".join(sorted((k for k in _SMALL if k not in ("a", "an")), key=len, reverse=True))
+_NUM_WORD = rf"(?:{_TENS}|one hundred(?: and)?(?: \w+)?|{_WORDS})"
+_UNIT = r"(?P<unit>business days?|calendar days?|days?|weeks?|months?|years?)"
+_DURATION = re.compile(
+    rf"(?i)\b(?:(?P<word>{_NUM_WORD})\s*\(\s*(?P<paren>\d{{1,4}})\s*\)|(?P<digits>\d{{1,4}})|(?P<only>{_NUM_WORD}|an?))"
+    rf"[\s-]*(?:\(\s*\d{{1,4}}\s*\)\s*)?{_UNIT}\b"
+)
+_UNIT_DAYS = {"day": 1, "business day": 1, "calendar day": 1, "week": 7, "month": 30, "year": 365}
+
+
+def word_number(text: str) -> int | None:
+    """"ninety" -> 90, "twenty-one" -> 21, "one hundred twenty" -> 120; None if not a number word."""
+    t = text.lower().replace("-", " ").replace(" and ", " ").split()
+    if not t:
+        return None
+    total = 0
+    for w in t:
+        if w not in _SMALL:
+            return None
+        v = _SMALL[w]
+        total = total * 100 if v == 100 and total else total + v
+    return total
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A normalised duration: ``value`` ``unit`` (day, week, month, year) and its source span."""
+
+    value: int
+    unit: str
+    start: int
+    end: int
+
+    @property
+    def days(self) -> int:
+        """Approximate length in days (a month = 30, a year = 365)."""
+        return self.value * _UNIT_DAYS[self.unit]
+
+    @property
+    def label(self) -> str:
+        return f"{self.value} {self.unit}{'' if self.value == 1 else 's'}"
+
+    def before(self, day: date) -> date:
+        """``day`` minus this duration, by calendar (months and years exact)."""
+        if self.unit in ("month", "year"):
+            months = self.value * (12 if self.unit == "year" else 1)
+            return add_months(day, -months)
+        return day - timedelta(days=self.days)
+
+    def after(self, day: date) -> date:
+        if self.unit in ("month", "year"):
+            months = self.value * (12 if self.unit == "year" else 1)
+            return add_months(day, months)
+        return day + timedelta(days=self.days)
+
+
+def add_months(day: date, months: int) -> date:
+    import calendar
+
+    month0 = day.month - 1 + months
+    year, month = day.year + month0 // 12, month0 % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def find_durations(text: str, offset: int = 0) -> list[Duration]:
+    """Every duration in ``text``: "ninety (90) days" -> 90 days, "one (1) year", "30 days", "a month"."""
+    out = []
+    for m in _DURATION.finditer(text):
+        unit = m.group("unit").lower()
+        unit = unit[:-1] if unit.endswith("s") else unit
+        unit = {"business day": "day", "calendar day": "day"}.get(unit, unit)
+        if m.group("paren"):
+            value: int | None = int(m.group("paren"))
+        elif m.group("digits"):
+            value = int(m.group("digits"))
+        else:
+            value = word_number(m.group("only") or m.group("word") or "")
+        if value is None or value <= 0:
+            continue
+        out.append(Duration(value, unit, offset + m.start(), offset + m.end()))
+    return out
+
+
+_MONTHS = {m: i for i, m in enumerate(
+    ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+     "november", "december"], start=1)}
+_MONTHS.update({k[:3]: v for k, v in list(_MONTHS.items())})
+_MON = (r"(?P<mon>jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
+        r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
+_DATE = re.compile(
+    rf"(?i)\b(?:"
+    rf"{_MON}\s+(?P<d1>\d{{1,2}})(?:st|nd|rd|th)?,?\s+(?P<y1>(?:19|20)\d{{2}})"
+    rf"|(?P<d2>\d{{1,2}})(?:st|nd|rd|th)?\s+(?:day\s+of\s+)?{_MON.replace('mon', 'mon2')},?\s+(?P<y2>(?:19|20)\d{{2}})"
+    rf"|(?P<m3>\d{{1,2}})/(?P<d3>\d{{1,2}})/(?P<y3>(?:19|20)?\d{{2}})"
+    rf"|(?P<y4>(?:19|20)\d{{2}})-(?P<m4>\d{{2}})-(?P<d4>\d{{2}})"
+    rf")\b"
+)
+
+
+@dataclass(frozen=True)
+class FoundDate:
+    value: date
+    start: int
+    end: int
+
+
+def find_dates(text: str, offset: int = 0) -> list[FoundDate]:
+    """Every calendar date: "October 1, 2019", "1st day of March, 2019", "10/1/19", "2019-10-01"."""
+    out = []
+    for m in _DATE.finditer(text):
+        g = m.groupdict()
+        try:
+            if g["mon"]:
+                value = date(int(g["y1"]), _MONTHS[g["mon"].lower()[:3]], int(g["d1"]))
+            elif g["mon2"]:
+                value = date(int(g["y2"]), _MONTHS[g["mon2"].lower()[:3]], int(g["d2"]))
+            elif g["m3"]:
+                y = int(g["y3"])
+                value = date(y + 2000 if y < 100 else y, int(g["m3"]), int(g["d3"]))
+            else:
+                value = date(int(g["y4"]), int(g["m4"]), int(g["d4"]))
+        except (ValueError, KeyError):
+            continue
+        out.append(FoundDate(value, offset + m.start(), offset + m.end()))
+    return out
+
+
+# --- governing law, parties ------------------------------------------------------------------------
+
+_LAW = re.compile(
+    r"(?:laws?|law)\s+of\s+(?:the\s+)?(?:State\s+of\s+|Commonwealth\s+of\s+|Province\s+of\s+|Republic\s+of\s+)?"
+    r"(?P<place>(?:New\s|North\s|South\s|West\s|Rhode\s|Hong\s|United\s|British\s)?[A-Z][A-Za-z]+(?:\s(?:Kingdom|States|Columbia|Kong|Island|Carolina|Dakota|Virginia|Hampshire|Jersey|Mexico|York|Wales))?)"
+)
+_NOT_PLACES = {"The", "This", "Such", "Any", "Each", "Law", "Laws", "Agreement", "Its", "Which"}
+
+
+def find_governing_law(text: str, offset: int = 0) -> tuple[str, int, int] | None:
+    """The jurisdiction named in a governing-law clause: ("Delaware", start, end) or None."""
+    for m in _LAW.finditer(text):
+        place = m.group("place").strip()
+        if place in _NOT_PLACES:
+            continue
+        return place, offset + m.start("place"), offset + m.end("place")
+    return None
+
+
+_ENTITY = re.compile(
+    r"(?P<name>(?:[A-Z][\w&'.,-]*\s){0,6}?[A-Z][\w&'.-]*,?\s"
+    r"(?:Inc\.?|Incorporated|Corporation|Corp\.?|Company|Co\.,?\s?Ltd\.?|Ltd\.?|Limited|LLC|L\.L\.C\.|LLP|L\.P\.|LP|PLC|plc|"
+    r"GmbH|AG|S\.A\.|SA|N\.V\.|B\.V\.|Pte\.?,?\s?Ltd\.?|PTE,?\s?LTD\.?|Pty\.?\s?Ltd\.?|S\.r\.l\.|SE|AB|Oy|KK))(?![\w])"
+)
+_DEFINED = re.compile(r"\(\s*(?:hereinafter\s+(?:referred\s+to\s+as\s+)?|the\s+)?"
+                      r"[\"“](?P<term>[A-Z][\w .&-]{1,40})[\"”]\s*\)")
+
+
+def find_parties(text: str, offset: int = 0) -> list[tuple[str, int, int]]:
+    """Company names ("Acme Software, Inc.") and their defined short names ('("Provider")')."""
+    out: list[tuple[str, int, int]] = []
+    seen: set[str] = set()
+    for m in _ENTITY.finditer(text):
+        name = m.group("name").strip()
+        s = m.start("name")
+        # drop leading connective words the pattern swallowed ("By and between Acme, Inc.")
+        lead = re.match(r"(?:(?:By|And|Between|Among|This|The|Agreement|THIS|AGREEMENT|BETWEEN|AND|BY)\s+)+", name)
+        if lead:
+            s += lead.end()
+            name = name[lead.end():]
+        if name and name.lower() not in seen:
+            seen.add(name.lower())
+            out.append((name, offset + s, offset + s + len(name)))
+    for m in _DEFINED.finditer(text):
+        term = m.group("term").strip()
+        if term.lower() in seen or term.lower() in {"agreement", "effective date", "term"}:
+            continue
+        seen.add(term.lower())
+        out.append((term, offset + m.start("term"), offset + m.start("term") + len(term)))
+    return out

@@ -1,0 +1,308 @@
+"""The contracts agent: spans, normalisation, deadline, deviations, thresholds, CLI, Odoo path, PDF.
+
+Most tests use a keyword stand-in for the clause model (deterministic, instant) so that they test the
+agent's logic; one test fits the real clause model on three short CUAD dev contracts."""
+
+from __future__ import annotations
+
+import base64
+import re
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from signoff.agents.contracts import (
+    LEGAL_ACTION,
+    RENEWAL_ACTION,
+    ClausePolicy,
+    analyse,
+    contract_runner,
+    load_clause_policy,
+)
+from signoff.config import Settings, get_settings
+from signoff.domain import Decision
+from signoff.llm.clauses import CATEGORIES, ClauseModel, load_cuad
+from signoff.tools.contracts import (
+    ContractSource,
+    chunk_text,
+    decode_contract,
+    find_dates,
+    find_durations,
+    find_governing_law,
+    load_file,
+    pdf_text,
+    word_number,
+)
+
+
+def public_data_dir() -> Path:
+    return Settings(_env_file=None).public_data_dir  # type: ignore[call-arg]
+
+CONTRACT = """MASTER SUBSCRIPTION AGREEMENT
+
+This Master Subscription Agreement is entered into as of March 1, 2023 by and between Acme Software, Inc. \
+("Provider") and Globex Corporation ("Customer").
+
+1. Term. This Agreement is effective as of March 15, 2023. The initial term shall expire on March 14, 2025.
+
+2. Renewal. This Agreement shall automatically renew for successive one (1) year periods unless either party \
+gives written notice of non-renewal at least ninety (90) days prior to the end of the then-current term.
+
+3. Termination. Customer may terminate this Agreement for convenience upon thirty (30) days written notice.
+
+4. Liability. In no event shall either party's aggregate liability exceed the fees paid in the twelve (12) months \
+preceding the claim. The foregoing limitation shall not apply to breaches of confidentiality, for which \
+liability is unlimited.
+
+5. Governing Law. This Agreement shall be governed by the laws of the State of Texas.
+
+6. Assignment. Neither party may assign this Agreement without the prior written consent of the other party.
+"""
+
+KEYWORDS = {
+    "Parties": r"by and between",
+    "Agreement Date": r"entered into as of",
+    "Effective Date": r"effective as of",
+    "Expiration Date": r"shall expire",
+    "Renewal Term": r"automatically renew",
+    "Notice Period To Terminate Renewal": r"notice of non-renewal",
+    "Termination For Convenience": r"for convenience",
+    "Cap On Liability": r"liability exceed",
+    "Uncapped Liability": r"shall not apply",
+    "Governing Law": r"governed by",
+    "Minimum Commitment": r"minimum purchase",
+    "Price Restrictions": r"price increase",
+    "Exclusivity": r"exclusive",
+    "Change Of Control": r"change of control",
+    "Anti-Assignment": r"may assign",
+}
+
+
+class KeywordModel:
+    """Stands in for :class:`ClauseModel`: 0.9 where a category's keyword occurs, else 0.02."""
+
+    version = "keywords-test"
+
+    def __init__(self, overrides: dict[str, float] | None = None) -> None:
+        self.categories = CATEGORIES
+        self.thresholds = dict.fromkeys(CATEGORIES, 0.5)
+        self.overrides = overrides or {}
+
+    def score(self, text: str, chunks: Any = None) -> tuple[list[Any], np.ndarray, np.ndarray]:
+        chunks = chunk_text(text)
+        proba = np.full((len(chunks), len(CATEGORIES)), 0.02)
+        for i, ch in enumerate(chunks):
+            for j, cat in enumerate(CATEGORIES):
+                if re.search(KEYWORDS[cat], ch.text, re.I):
+                    proba[i, j] = self.overrides.get(cat, 0.9)
+        return chunks, proba, np.zeros((len(chunks), 384), dtype=np.float32)
+
+    def evidence(self, vector: Any, category: str, k: int = 2) -> list[dict[str, Any]]:
+        return []
+
+
+def _source(text: str = CONTRACT) -> ContractSource:
+    return ContractSource(text=text, name="msa.txt", sha256="0" * 64)
+
+
+# --- text tools ------------------------------------------------------------------------------------
+
+
+def test_chunks_and_term_spans_index_the_text_exactly() -> None:
+    rows = load_cuad(public_data_dir() / "contracts" / "cuad_test.jsonl", limit=1)
+    for text in (CONTRACT, rows[0].text[:20_000]):
+        chunks = chunk_text(text)
+        assert chunks and all(text[c.start:c.end] == c.text for c in chunks)
+        assert all(a.end <= b.start for a, b in zip(chunks, chunks[1:], strict=False))
+    summary = analyse(_source(), KeywordModel(), ClausePolicy(), today=date(2024, 1, 1))  # type: ignore[arg-type]
+    spans = [s for t in summary.terms for s in t.spans] + [s for d in summary.deviations for s in d.spans]
+    assert spans and all(CONTRACT[s.start:s.end] == s.text for s in spans)
+    for sentence in summary.summary:
+        assert sentence.spans and all(CONTRACT[s.start:s.end] == s.text for s in sentence.spans)
+
+
+def test_duration_and_date_normalisation() -> None:
+    assert [(d.value, d.unit, d.days) for d in find_durations("ninety (90) days prior")] == [(90, "day", 90)]
+    assert [d.label for d in find_durations("one (1) year, 12 months, sixty days, twenty-four (24) months")] == [
+        "1 year", "12 months", "60 days", "24 months"]
+    assert word_number("one hundred twenty") == 120
+    text = "dated the 1st day of March, 2019; October 1, 2019; 10/1/19; 2020-12-31; Dec. 31, 2020"
+    found = find_dates(text)
+    assert [d.value for d in found] == [date(2019, 3, 1), date(2019, 10, 1), date(2019, 10, 1), date(2020, 12, 31),
+                                        date(2020, 12, 31)]
+    assert all(text[d.start:d.end] for d in found)
+    assert find_governing_law("governed by the laws of the State of New York")[0] == "New York"  # type: ignore[index]
+
+
+def test_terms_deadline_and_deviations() -> None:
+    c = analyse(_source(), KeywordModel(), load_clause_policy(), today=date(2024, 1, 1))  # type: ignore[arg-type]
+    t = {x.key: x for x in c.terms}
+    assert t["agreement_date"].value == "2023-03-01" and t["agreement_date"].spans[0].text == "March 1, 2023"
+    assert t["effective_date"].value == "2023-03-15"
+    assert t["expiration_date"].value["date"] == "2025-03-14"
+    assert t["renewal_term"].value["auto_renewal"] is True
+    assert t["renewal_term"].value["term"]["label"] == "1 year"
+    assert t["notice_period"].value["days"] == 90
+    assert t["governing_law"].value == "Texas"
+    assert "Acme Software, Inc." in t["parties"].value
+    assert c.notice_deadline == "2024-12-14"  # 2025-03-14 minus 90 days
+    rules = {d.rule for d in c.deviations}
+    assert rules == {"auto_renewal_notice", "uncapped_liability", "customer_termination_for_convenience",
+                     "governing_law"}
+    # an expiration long past rolls forward by renewal terms (the contract auto-renewed)
+    later = analyse(_source(), KeywordModel(), load_clause_policy(), today=date(2026, 1, 1))  # type: ignore[arg-type]
+    assert later.notice_deadline == "2026-12-14"
+    # an allowed jurisdiction and a short notice are not flagged
+    ok = analyse(_source(CONTRACT.replace("Texas", "Delaware").replace("ninety (90)", "thirty (30)")),
+                 KeywordModel(), load_clause_policy(), today=date(2024, 1, 1))  # type: ignore[arg-type]
+    assert {d.rule for d in ok.deviations} == {"uncapped_liability", "customer_termination_for_convenience"}
+
+
+def test_below_threshold_is_needs_review_never_a_value() -> None:
+    model = KeywordModel({"Governing Law": 0.4, "Notice Period To Terminate Renewal": 0.1})
+    policy = load_clause_policy()
+    c = analyse(_source(), model, policy, today=date(2024, 1, 1))  # type: ignore[arg-type]
+    law, notice = c.term("governing_law"), c.term("notice_period")
+    assert law and law.status == "needs_review" and law.value is None and law.spans == []
+    assert notice and notice.status == "not_found" and notice.value is None
+    assert c.notice_deadline is None
+    assert "governing_law" not in {d.rule for d in c.deviations}
+    assert not any("Texas" in s.text for s in c.summary)
+    # the clause policy can raise a threshold above the model's
+    strict = ClausePolicy(min_confidence={"Exclusivity": 0.95, "Governing Law": 0.95})
+    c2 = analyse(_source(), KeywordModel(), strict, today=date(2024, 1, 1))  # type: ignore[arg-type]
+    assert c2.term("governing_law").status == "needs_review"  # type: ignore[union-attr]
+
+
+# --- files and PDF -----------------------------------------------------------------------------------
+
+
+def _tiny_pdf(lines: list[str]) -> bytes:
+    """A one-page PDF with text (Helvetica), written with pypdf's object model."""
+    import io
+
+    from pypdf import PdfWriter
+    from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+
+    writer = PdfWriter()
+    page = writer.add_blank_page(width=612, height=792)
+    font = DictionaryObject({NameObject("/Type"): NameObject("/Font"), NameObject("/Subtype"): NameObject("/Type1"),
+                             NameObject("/BaseFont"): NameObject("/Helvetica")})
+    page[NameObject("/Resources")] = DictionaryObject(
+        {NameObject("/Font"): DictionaryObject({NameObject("/F1"): writer._add_object(font)})})
+    ops = ["BT", "/F1 11 Tf", "14 TL", "72 720 Td"]
+    for line in lines:
+        ops.append("(" + line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") + ") Tj T*")
+    ops.append("ET")
+    stream = DecodedStreamObject()
+    stream.set_data("\n".join(ops).encode("latin-1"))
+    page[NameObject("/Contents")] = writer._add_object(stream)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def test_pdf_text_extraction(tmp_path: Path) -> None:
+    data = _tiny_pdf(["This Agreement shall be governed by the laws of the State of Delaware.",
+                      "Either party may terminate for convenience on thirty (30) days notice."])
+    text = pdf_text(data)
+    assert "governed by the laws of the State of Delaware" in text
+    assert decode_contract(data)[1] == "application/pdf"
+    path = tmp_path / "c.pdf"
+    path.write_bytes(data)
+    source = load_file(path)
+    assert source.mimetype == "application/pdf" and "thirty (30) days" in source.text
+    assert source.thread_id.startswith("contract:file:")
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+
+
+def test_cli_summarise_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signoff.agents.contracts as contracts_mod
+    from signoff.cli import app
+
+    monkeypatch.setattr(contracts_mod, "LazyClauseModel", lambda settings: KeywordModel())
+    path = tmp_path / "msa.txt"
+    path.write_text(CONTRACT)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["contracts", "summarise", str(path)],
+                                    env={"SIGNOFF_DATA_DIR": str(tmp_path), "COLUMNS": "200"})
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "governing_law" in result.output and "Texas" in result.output
+    assert "needs review" not in result.output.lower() or "Needs review" in result.output
+    assert "2024" in result.output or "deadline" in result.output.lower()
+    assert "uncapped_liability" in result.output
+    assert "Report only" in result.output
+    bad = CliRunner().invoke(app, ["contracts", "summarise"])
+    assert bad.exit_code == 2
+
+
+# --- Odoo: read-only view, proposals, exactly one activity -----------------------------------------
+
+
+def test_odoo_attachment_proposals_and_exactly_once(settings: Settings, odoo_writer: Any) -> None:
+    from signoff.agents.renewal import resume_thread
+    from signoff.agents.services import open_runtime
+
+    order = odoo_writer.search_read("sale.order", [], ["id"], limit=1)[0]["id"]
+    att = odoo_writer.create("ir.attachment", {
+        "name": "msa.txt", "res_model": "sale.order", "res_id": order, "mimetype": "text/plain",
+        "datas": base64.b64encode(CONTRACT.encode()).decode()})
+    with open_runtime(settings) as rt, contract_runner(rt, model=KeywordModel(), today=date(2024, 1, 1)) as runner:
+        assert type(rt.reader).__name__ == "ReadOnlyOdoo"  # the agent reads through the read-only view
+        status, summary = runner.run(att)
+        assert status == "paused" and summary is not None
+        assert summary.thread_id == f"contract:{settings.odoo_db}:{att}"
+        proposals = {rt.store.get(pid).action: rt.store.get(pid) for pid in summary.proposal_ids}
+        assert set(proposals) == {RENEWAL_ACTION, LEGAL_ACTION}
+        reminder = proposals[RENEWAL_ACTION]
+        assert reminder.args["deadline"] == "2024-11-14"  # 30 days before the 2024-12-14 notice deadline
+        assert reminder.approver_group == "cs-leads" and proposals[LEGAL_ACTION].approver_group == "legal"
+        assert runner.run(att)[0] == "duplicate"  # a second event starts nothing
+
+        rt.approvals.decide(Decision(proposal_id=reminder.id, verdict="approve", actor="cli:cslead"))
+        assert resume_thread(rt, reminder.thread_id, "cli:cslead") is None  # legal review still pending
+        legal = proposals[LEGAL_ACTION]
+        rt.approvals.decide(Decision(proposal_id=legal.id, verdict="reject", actor="cli:legal",
+                                     reason="known deviations, accepted"))
+        result = resume_thread(rt, reminder.thread_id, "cli:legal")
+        assert result is not None and result.status == "done"
+        assert rt.store.get(reminder.id).state == "executed" and rt.store.get(legal.id).state == "rejected"
+
+        def activities(pid: str) -> list[dict[str, Any]]:
+            return odoo_writer.search_read("mail.activity", [["res_model", "=", "sale.order"], ["res_id", "=", order],
+                                                             ["summary", "ilike", f"[signoff:{pid}]"]], ["id"])
+
+        assert len(activities(reminder.id)) == 1 and activities(legal.id) == []
+        # executing again (a retried node, a recovery sweep) creates nothing new
+        rt.executor.execute(reminder.id)
+        runner.recover()
+        assert len(activities(reminder.id)) == 1
+
+
+# --- the real clause model ---------------------------------------------------------------------------
+
+
+def test_clause_model_fits_calibrates_saves_and_loads(tmp_path: Path) -> None:
+    rows = load_cuad(public_data_dir() / "contracts" / "cuad_dev.jsonl")
+    small = sorted((r for r in rows if r.spans["Governing Law"]), key=lambda r: len(r.text))[:3]
+    model = ClauseModel(cache_dir=tmp_path / "cache").fit(small)
+    assert set(model.thresholds) == set(CATEGORIES) and all(0 < t <= 1 for t in model.thresholds.values())
+    saved = model.save(tmp_path / "models")
+    loaded = ClauseModel.load(tmp_path / "models", cache_dir=tmp_path / "cache")
+    assert loaded.version == model.version and saved.name == model.version
+    chunks, proba, vecs = loaded.score(CONTRACT)
+    assert proba.shape == (len(chunks), len(CATEGORIES)) and ((proba >= 0) & (proba <= 1)).all()
+    law = CATEGORIES.index("Governing Law")
+    best = chunks[int(np.argmax(proba[:, law]))]
+    assert "governed by" in best.text  # even three contracts teach "governed by"
+    ev = loaded.evidence(vecs[best.index], "Governing Law", k=1)
+    assert ev and ev[0]["contract"] in {r.id for r in small}
