@@ -20,7 +20,8 @@ _SECRET = re.compile(
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b")
 _CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
-_PHONE = re.compile(r"(?<![\w+])(?:\+|00)?\d[\d ().\-/]{5,20}\d(?!\w)")
+_PHONE = re.compile(r"(?<![\w+(])(?:\+|00)?\(?\d[\d ().\-/]{5,20}\d(?!\w)")
+_SSN = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")
 _DATE = re.compile(r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}$|^\d{1,2}[-./]\d{1,2}[-./]\d{4}$")
 _ADDRESS = re.compile(
     r"\b\d{1,5}\s+(?:[A-Z][a-z]+\s){1,3}"
@@ -78,6 +79,7 @@ def redact(text: str) -> tuple[str, Counter[str]]:
     text = sub(_EMAIL, "EMAIL", text)
     text = sub(_IBAN, "IBAN", text)
     text = sub(_CARD, "CARD", text, lambda s: _luhn_ok(re.sub(r"\D", "", s)))
+    text = sub(_SSN, "SSN", text)
     text = sub(_PHONE, "PHONE", text, _looks_like_phone)
     text = sub(_ADDRESS, "ADDRESS", text)
     return text, counts
