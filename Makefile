@@ -28,6 +28,10 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.runtime
 	$(BIN)/pip install -q -e '.[dev]'
+	@# The web inbox's browser tests drive Debian's Chromium (Playwright never downloads a browser here).
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && apt-get install -y -qq chromium chromium-driver; } || \
+		echo "note: no Chromium; the browser tests will be skipped (apt-get install chromium chromium-driver)"
 	@touch $@
 
 install: $(VENV)/.runtime ## Install Signoff and its embedded model into .venv

@@ -637,6 +637,25 @@ def _mount_evals() -> None:
 
 _mount_evals()
 
+
+def _mount_orchestration() -> None:
+    from signoff.server.orchestration_cli import apikeys_app, subscriptions_app
+
+    app.add_typer(apikeys_app, name="apikeys")
+    app.add_typer(subscriptions_app, name="subscriptions")
+
+
+_mount_orchestration()
+
+
+def _mount_inbox() -> None:
+    from signoff.server.inbox_cli import app as inbox_app
+
+    app.add_typer(inbox_app, name="inbox")
+
+
+_mount_inbox()
+
 def main() -> None:
     """The console script: typer's app, with no Python traceback for the errors a user can cause."""
     try:

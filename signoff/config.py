@@ -106,6 +106,34 @@ class Settings(BaseSettings):
     sweep_seconds: float = 30.0
     """How often the server expires overdue proposals, sends reminders and resumes decided runs (0: never)."""
 
+    # Orchestration (runs from outside, events out) ------------------------------------------------
+    inbound_mapping_path: Path | None = None
+    """YAML mapping ``POST /webhooks/in/{source}`` payloads to agent runs (``source: {agent, input, when}``)."""
+    inbound_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    """HMAC secret per inbound source, as JSON: ``{"billing": "..."}``. A source without one answers 404."""
+    outbound_poll_seconds: float = 1.0
+    """How often the event worker tails the audit log and sends due deliveries (0: no worker)."""
+    outbound_timeout: float = 10.0
+    """Seconds per event delivery request."""
+    outbound_backoff_seconds: float = 5.0
+    """Wait before the second delivery attempt; doubles each attempt up to ``outbound_backoff_max_seconds``."""
+    outbound_backoff_max_seconds: float = 900.0
+    outbound_give_up_seconds: float = 86400.0
+    """A delivery still failing this long after its first attempt is ``failed`` (replay it by hand)."""
+
+    # Web inbox (/inbox) ---------------------------------------------------------------------------
+    inbox_secret: SecretStr | None = None
+    """Signs the inbox's session cookies and CSRF tokens (16+ characters). Unset: ``/inbox`` answers 503."""
+    inbox_trusted_header: str | None = None
+    """Header a reverse proxy that authenticates people sets to the user name (e.g. ``X-Forwarded-User``).
+    Only set it when the proxy strips that header from clients' requests. Unset: sign-in with a password."""
+    inbox_session_hours: float = 12.0
+    """How long an inbox sign-in lasts."""
+    inbox_secure_cookie: bool = False
+    """Mark the session cookie ``Secure`` (set it when the inbox is served over HTTPS)."""
+    inbox_reports_dir: Path = Path("evals/reports")
+    """Where the Quality page finds the eval HTML reports (``signoff eval --html``; ``make evals``)."""
+
     log_level: str = "WARNING"
     fault_injection: str | None = None
     """Test hook only: ``before_write`` or ``after_write`` makes the executor die like ``kill -9`` there."""

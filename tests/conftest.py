@@ -226,7 +226,7 @@ def start_server(settings: Settings, model_dir: Path, tmp_path: Path) -> Iterato
 
     started: list[tuple[LiveServer, Any, Any]] = []
 
-    def start(channel: str = "slack", **policy: Any) -> Live:
+    def start(channel: str = "slack", settings_update: dict[str, Any] | None = None, **policy: Any) -> Live:
         slack = SlackStandIn().start()
         live_settings = settings.model_copy(update={
             "model_dir": model_dir,
@@ -238,6 +238,7 @@ def start_server(settings: Settings, model_dir: Path, tmp_path: Path) -> Iterato
             "slack_signing_secret": SecretStr(slack.signing_secret),
             "slack_api_base_url": slack.api_url,
             "sweep_seconds": 0.0,
+            **(settings_update or {}),
         })
         app = create_app(live_settings)
         server = LiveServer(app).start()

@@ -207,3 +207,227 @@ def test_chat_triage_why_and_help_and_a_retried_event_runs_once(start_server: Ca
     live.slack.dm(LEAD, "hello?")
     wait_for(lambda: any("triage 4312" in m["text"] for m in live.slack.messages_in("D" + LEAD[1:])),
              what="help")
+
+
+# --- chat intents for the renewal and contracts agents --------------------------------------------
+
+
+class StubClauseModel:
+    """Stands in for the clause model: fixed scores per CUAD category on the first chunk, else 0.02."""
+
+    version = "stub-clauses"
+
+    def __init__(self, scores: dict[str, float]) -> None:
+        from signoff.llm.clauses import CATEGORIES
+
+        self.categories = CATEGORIES
+        self.thresholds = dict.fromkeys(CATEGORIES, 0.5)
+        self.scores = scores
+
+    def score(self, text: str, chunks: Any = None) -> tuple[list[Any], Any, Any]:
+        import numpy as np
+
+        from signoff.tools.contracts import chunk_text
+
+        found = chunk_text(text)
+        proba = np.full((len(found), len(self.categories)), 0.02)
+        for j, category in enumerate(self.categories):
+            if category in self.scores and found:
+                proba[0, j] = self.scores[category]
+        return found, proba, np.zeros((len(found), 4), dtype=np.float32)
+
+    def evidence(self, vector: Any, category: str, k: int = 2) -> list[dict[str, Any]]:
+        return []
+
+
+def bot_replies(live: Live, channel: str) -> list[dict[str, Any]]:
+    return [m for m in live.slack.messages_in(channel) if m.get("user") == live.slack.bot_user_id]
+
+
+def ask(live: Live, text: str, *, channel: str = "support") -> str:
+    """Mention the bot and wait for its answer in the thread."""
+    before = len(bot_replies(live, channel))
+    answer = live.slack.mention(LEAD, text, channel=channel)
+    assert answer.status == 200 and answer.seconds < 3.0
+    wait_for(lambda: len(bot_replies(live, channel)) > before, what=f"answer to {text!r}")
+    reply = bot_replies(live, channel)[-1]
+    assert reply["thread_ts"], "answered in the thread"
+    return str(reply["text"])
+
+
+def test_chat_says_how_to_train_then_summarises_a_contract_by_customer_and_id(
+        start_server: Callable[..., Live]) -> None:
+    from signoff.tools.contracts import list_contract_attachments
+
+    live = start_server()
+    assert "signoff train risk" in ask(live, "which accounts are at risk this month?")
+    assert "signoff contracts train" in ask(live, "summarise contract 1")
+    reader = live.svc.rt.reader
+    attachment = list_contract_attachments(reader)[0]
+    order = reader.read("sale.order", [attachment["res_id"]], ["partner_id"])[0]
+    customer = order["partner_id"][1]
+    live.app.state.slack.contract_model = StubClauseModel({"Anti-Assignment": 0.9, "Governing Law": 0.3})
+    writes_before = len(live.slack.api_calls("chat.postMessage"))
+    text = ask(live, f"can you summarise {customer}'s contract?")
+    assert str(attachment["name"]) in text and f"attachment {attachment['id']}" in text
+    assert "Anti-assignment: yes (0.90)" in text
+    assert "Governing law: _needs review_" in text and "below 0.50" in text
+    assert f"review contract {attachment['id']}" in text, "the write is offered, not done"
+    assert ask(live, f"summarise contract {attachment['id']}").startswith(f"*{attachment['name']}*")
+    assert "can't find a customer" in ask(live, "summarise Nobody Inc's contract")
+    assert len(live.slack.api_calls("chat.postMessage")) == writes_before + 3, "replies only: nothing proposed"
+    assert live.svc.rt.store.find() == []
+
+
+def test_chat_lists_accounts_at_risk_and_risk_n_posts_the_renewal_proposals(
+        start_server: Callable[..., Live], model_dir: Any, tmp_path: Any, odoo_standin: OdooStandIn) -> None:
+    import yaml
+    from conftest import write_policy
+
+    from signoff.agents.risk_model import RiskModel
+    from signoff.tools.accounts import read_telco, telco_paths
+
+    dev, _ = telco_paths(live_public_data())
+    if not dev.exists():
+        pytest.skip("the public Telco data is not beside the checkout")
+    models = tmp_path / "models-with-risk"
+    models.mkdir()
+    for entry in model_dir.iterdir():
+        (models / entry.name).symlink_to(entry)
+    _, feats, labels = read_telco(dev)
+    RiskModel.fit(feats[::3], labels[::3], source="telco:dev").save(models / "risk")
+    policy_path = write_policy(tmp_path / "risk-policy.yaml", 0.0, channel="slack")
+    policy = yaml.safe_load(policy_path.read_text())
+    policy["risk"]["followup_bands"] = ["low", "medium", "high"]
+    policy["actions"]["account.csm_followup"]["min_confidence"] = 0.0
+    policy["groups"]["cs-leads"].append(f"slack:{LEAD}")
+    policy_path.write_text(yaml.safe_dump(policy))
+    live = start_server(settings_update={"model_dir": models, "policy_path": policy_path})
+
+    text = ask(live, "which accounts are at risk this month?")
+    assert text.startswith("*Accounts most at risk*") and "this month" in text
+    lines = [line for line in text.splitlines() if line[:2] in {f"{i}." for i in range(1, 10)}]
+    assert 1 <= len(lines) <= 5 and all("band *" in line and "top driver:" in line for line in lines)
+    assert live.svc.rt.store.find() == [], "listing proposes nothing"
+    partner = int(lines[0].split("(partner ")[1].split(")")[0])
+
+    text = ask(live, f"risk {partner}")
+    assert "proposal(s) wait for approval" in text and "account.csm_followup" in text
+    thread = f"account:signoff:{partner}"
+    proposals = live.svc.rt.store.find(thread_id=thread)
+    wait_for(lambda: len(live.slack.messages_in("approvals")) == len(proposals), what="approval messages")
+    followup = next(m for m in live.slack.messages_in("approvals") if "account.csm_followup" in m["text"])
+    assert validate_blocks(followup["blocks"]) == [] and f"res.partner({partner})" in str(followup["blocks"])
+    for message in live.slack.messages_in("approvals"):
+        assert live.slack.click("approvals", message["ts"], "approve", LEAD).status == 200
+    wait_for(lambda: states(live, thread) == {"executed"}, what="renewal proposals executed")
+    creates = [c for c in odoo_standin.calls() if c["method"] == "create" and c["ok"]]
+    assert len(creates) == len(proposals)
+    assert "already has a run" in ask(live, f"risk {partner}")
+    assert len(live.svc.rt.store.find(thread_id=thread)) == len(proposals)
+
+
+def live_public_data() -> Any:
+    from conftest import public_data_dir
+
+    return public_data_dir()
+
+
+# --- escalation -------------------------------------------------------------------------------------
+
+
+def test_a_reminded_proposal_escalates_to_the_next_group(start_server: Callable[..., Live]) -> None:
+    import time
+
+    live = start_server(remind="1s", escalate_to="support-managers", escalate_after="2s")
+    thread, messages = posted_run(live)
+    time.sleep(1.1)
+    counts = live.api("POST", "/api/sweep").json()
+    assert counts["reminded"] == len(messages) and counts["escalated"] == 0, "the reminder comes first"
+    time.sleep(1.0)
+    counts = live.api("POST", "/api/sweep").json()
+    assert counts["escalated"] == len(messages)
+    assert live.api("POST", "/api/sweep").json()["escalated"] == 0, "once"
+    proposals = live.svc.rt.store.find(thread_id=thread)
+    assert {p.approver_group for p in proposals} == {"support-managers"} and states(live, thread) == {"pending"}
+    for p in proposals:
+        [event] = [e for e in live.svc.rt.audit.trail(p.id) if e.kind == "proposal.escalated"]
+        assert event.data["from"] == "support-leads" and event.data["to"] == "support-managers"
+    for message in live.slack.messages_in("approvals"):
+        if message.get("thread_ts") is None:
+            assert "support-managers" in str(message["blocks"]) and has_buttons(message)
+    notes = [m for m in live.slack.messages_in("approvals") if "Escalated from *support-leads*" in m["text"]]
+    assert len(notes) == len(messages) and all(m["thread_ts"] for m in notes)
+    # The old group may no longer decide; the new one may.
+    live.slack.click("approvals", messages[0]["ts"], "approve", LEAD)
+    wait_for(lambda: live.slack.ephemerals_for(LEAD), what="refusal")
+    assert "support-managers" in live.slack.ephemerals_for(LEAD)[0]["text"]
+    for p in proposals:
+        answer = live.api("POST", f"/api/proposals/{p.id}/decision",
+                          json={"verdict": "approve", "actor": "cli:manager"})
+        assert answer.status_code == 200
+    wait_for(lambda: states(live, thread) == {"executed"}, what="executed")
+
+
+def test_policy_escalation_is_validated(tmp_path: Any) -> None:
+    from conftest import write_policy
+
+    from signoff.errors import PolicyError
+    from signoff.guardrails.policy import load_policy
+
+    with pytest.raises(PolicyError, match="unknown group 'nobody'"):
+        load_policy(write_policy(tmp_path / "a.yaml", 0.5, remind="1h", escalate_to="nobody"))
+    with pytest.raises(PolicyError, match="no escalate_to"):
+        load_policy(write_policy(tmp_path / "b.yaml", 0.5, escalate_after="1h"))
+    with pytest.raises(PolicyError, match="bad duration"):
+        load_policy(write_policy(tmp_path / "c.yaml", 0.5, escalate_to="support-managers", escalate_after="soon"))
+    ok = load_policy(write_policy(tmp_path / "d.yaml", 0.5, escalate_to="support-managers", escalate_after="8h"))
+    assert ok.action("ticket.set_team").escalate_to == "support-managers"
+
+
+# --- the offline demo: the stand-in's UI and `signoff serve --slack-standin` -----------------------------
+
+
+def test_standin_ui_lists_messages_and_its_buttons_deliver_signed_clicks(start_server: Callable[..., Live],
+                                                                       odoo_standin: OdooStandIn) -> None:
+    live = start_server()
+    thread, messages = posted_run(live)
+    page = live.http.get(f"{live.slack.url}/_fake/ui", params={"as": LEAD})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.text.count("action='/_fake/click'") == 3 * len(messages) and "Approval needed" in page.text
+    token = live.slack.ui_token
+    forged = live.http.post(f"{live.slack.url}/_fake/click", data={
+        "csrf": "wrong", "as": LEAD, "channel": "approvals", "ts": messages[0]["ts"], "action": "approve"})
+    assert forged.status_code == 403 and states(live, thread) == {"pending"}
+    for message in messages:
+        answer = live.http.post(f"{live.slack.url}/_fake/click", data={
+            "csrf": token, "as": LEAD, "channel": "approvals", "ts": message["ts"], "action": "approve"})
+        assert answer.status_code == 303
+    wait_for(lambda: states(live, thread) == {"executed"}, what="executed")
+    assert len(ticket_writes(odoo_standin)) == len(messages)
+    said = live.http.post(f"{live.slack.url}/_fake/say", data={"csrf": token, "as": LEAD, "text": "hello"})
+    assert said.status_code == 303
+    wait_for(lambda: any("triage 4312" in m["text"] for m in live.slack.messages_in("D" + LEAD[1:])), what="help")
+    page = live.http.get(f"{live.slack.url}/_fake/ui", params={"as": LEAD}).text
+    assert "click: the app answered 200" in page and "Executed" in page
+
+
+def test_serve_slack_standin_points_the_server_at_a_fresh_standin(settings: Any, tmp_path: Any) -> None:
+    import yaml
+
+    from signoff.guardrails.policy import load_policy
+    from signoff.server.cli import start_slack_standin
+
+    standin, pointed = start_slack_standin(settings, "0.0.0.0", 8123)
+    try:
+        assert pointed.slack_api_base_url == standin.api_url and standin.app_url == "http://127.0.0.1:8123/slack/events"
+        assert pointed.slack_bot_token.get_secret_value() == standin.token  # type: ignore[union-attr]
+        assert pointed.slack_signing_secret.get_secret_value() == standin.signing_secret  # type: ignore[union-attr]
+        assert standin.signing_secret != "standin-signing-secret", "a generated secret"
+        assert pointed.policy_path is not None and pointed.policy_path.parent == tmp_path
+        policy = load_policy(pointed.policy_path)
+        assert {a.channel for a in policy.actions.values()} == {"slack"}
+        assert all(any(m.startswith("slack:") for m in members) for members in policy.groups.values())
+        assert "groups" in yaml.safe_load(pointed.policy_path.read_text())
+    finally:
+        standin.stop()

@@ -49,8 +49,13 @@ class ActionPolicy(BaseModel):
     expires: str | None = None
     remind: str | None = None
     edits: bool = True
+    escalate_to: str | None = None
+    """A group to re-route a still-pending proposal to (the next approver tier); checked against ``groups``."""
+    escalate_after: str | None = None
+    """How long after the proposal was raised it escalates (after its reminder, when ``remind`` is set).
+    Unset: one ``remind`` period after the reminder."""
 
-    @field_validator("expires", "remind")
+    @field_validator("expires", "remind", "escalate_after")
     @classmethod
     def _check_duration(cls, value: str | None) -> str | None:
         parse_duration(value)
@@ -165,4 +170,11 @@ def load_policy(path: Path | None = None) -> Policy:
         for group in groups:
             if group not in policy.groups:
                 raise PolicyError(f"policy {path}: action {name!r} names unknown group {group!r}")
+        if action.escalate_to is not None and action.escalate_to not in policy.groups:
+            raise PolicyError(f"policy {path}: action {name!r} escalates to unknown group {action.escalate_to!r}")
+        if action.escalate_after is not None and action.escalate_to is None:
+            raise PolicyError(f"policy {path}: action {name!r} has escalate_after but no escalate_to")
+        if action.escalate_to is not None and action.escalate_after is None and action.remind is None:
+            raise PolicyError(f"policy {path}: action {name!r} escalates but says neither escalate_after nor "
+                              "remind (escalation follows the reminder)")
     return policy

@@ -57,6 +57,13 @@ def who(actor: str | None) -> str:
     return actor or "unknown"
 
 
+def _target(p: Proposal, *, capital: bool = False) -> str:
+    """``ticket 42`` / ``res.partner(7)``: what the proposal writes to, for people."""
+    if p.target_model == "helpdesk.ticket":
+        return f"{'T' if capital else 't'}icket {p.target_id}"
+    return f"{p.target_model}({p.target_id})"
+
+
 def approval_blocks(p: Proposal) -> tuple[str, list[dict[str, Any]]]:
     """The approval message: what will be written, why, confidence, evidence, the diff, and the buttons."""
     arg = next(iter(p.args))
@@ -67,7 +74,7 @@ def approval_blocks(p: Proposal) -> tuple[str, list[dict[str, Any]]]:
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _clip(f"Approval needed: {p.action}", 150)}},
         {"type": "section", "text": {"type": "mrkdwn", "text": _clip(
-            f"*Ticket {p.target_id}* · write `{p.target_model}({p.target_id})`\n{diff}", 3000)},
+            f"*{_target(p, capital=True)}* · write `{p.target_model}({p.target_id})`\n{diff}", 3000)},
          "fields": [{"type": "mrkdwn", "text": f"*Confidence*\n{confidence}"},
                     {"type": "mrkdwn", "text": f"*Approvers*\n{p.approver_group}"},
                     {"type": "mrkdwn", "text": f"*Expires*\n{_when(p.expires_at)}"},
@@ -88,7 +95,7 @@ def approval_blocks(p: Proposal) -> tuple[str, list[dict[str, Any]]]:
             {"type": "button", "action_id": "approve", "style": "primary", "value": p.id,
              "text": {"type": "plain_text", "text": "Approve"},
              "confirm": {"title": {"type": "plain_text", "text": "Apply this change?"},
-                         "text": {"type": "mrkdwn", "text": _clip(f"Writes {describe(p)} to ticket {p.target_id}.",
+                         "text": {"type": "mrkdwn", "text": _clip(f"Writes {describe(p)} to {_target(p)}.",
                                                                   300)},
                          "confirm": {"type": "plain_text", "text": "Approve"},
                          "deny": {"type": "plain_text", "text": "Cancel"}}},
@@ -152,7 +159,7 @@ def edit_modal(p: Proposal, channel: str, ts: str) -> dict[str, Any]:
         "private_metadata": json.dumps({"proposal": p.id, "channel": channel, "ts": ts, "arg": arg}),
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": _clip(
-                f"Ticket {p.target_id}: proposed {describe(p)}. The new value is checked by the same "
+                f"{_target(p, capital=True)}: proposed {describe(p)}. The new value is checked by the same "
                 "guardrails before it is written.", 3000)}},
             {"type": "input", "block_id": "value", "label": {"type": "plain_text", "text": arg}, "element": element},
             {"type": "input", "block_id": "reason", "optional": True,
@@ -284,9 +291,22 @@ class SlackApprovalChannel:
             return False
         self.client.chat_postMessage(
             channel=posted.channel, thread_ts=posted.ts,
-            text=(f":bell: Reminder: still waiting for *{p.approver_group}* to decide {describe(p)} on ticket "
-                  f"{p.target_id} (expires {_when(p.expires_at)})."))
+            text=(f":bell: Reminder: still waiting for *{p.approver_group}* to decide {describe(p)} on "
+                  f"{_target(p)} (expires {_when(p.expires_at)})."))
         self.messages.reminded(p.id)
+        return True
+
+    def escalated(self, p: Proposal, previous: str, members: list[str]) -> bool:
+        """A thread reply on the approval message: re-routed from ``previous`` to ``p.approver_group``."""
+        posted = self.messages.get(p.id)
+        if posted is None or posted.ts is None or posted.channel is None:
+            return False
+        mentions = " ".join(who(m) for m in members if m.startswith("slack:"))
+        self.client.chat_postMessage(
+            channel=posted.channel, thread_ts=posted.ts, reply_broadcast=True,
+            text=(f":arrow_double_up: Escalated from *{previous}* to *{p.approver_group}*"
+                  + (f" ({mentions})" if mentions else "") + f": please decide {describe(p)} on "
+                  f"{_target(p)} (expires {_when(p.expires_at)})."))
         return True
 
     def tell(self, channel: str, user: str, text: str) -> None:

@@ -21,6 +21,7 @@ Every API call and every delivery is recorded (:attr:`calls`, :attr:`deliveries`
 
 from __future__ import annotations
 
+import html
 import itertools
 import json
 import threading
@@ -191,6 +192,9 @@ class SlackStandIn:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._http = httpx.Client(timeout=30.0, trust_env=False)
+        self.ui_token = uuid.uuid4().hex
+        """Carried by the forms of ``/_fake/ui`` (another site's page cannot post clicks here)."""
+        self.ui_notes: list[str] = []
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -538,6 +542,84 @@ class SlackStandIn:
                                    "ts": ts, "channel": channel}, **kwargs)
 
 
+# --- a tiny server-rendered UI: read the messages, click their buttons, fill modals, talk to the bot ----
+
+
+def _mrkdwn_texts(blocks: list[Any]) -> list[str]:
+    out: list[str] = []
+    for block in blocks:
+        kind = block.get("type")
+        if kind in ("section", "header"):
+            if block.get("text"):
+                out.append(str(block["text"].get("text", "")))
+            out += [str(f.get("text", "")) for f in block.get("fields", [])]
+        elif kind == "context":
+            out += [str(e.get("text", "")) for e in block.get("elements", []) if isinstance(e, dict)]
+    return out
+
+
+def render_ui(standin: SlackStandIn, user: str) -> str:
+    """``GET /_fake/ui``: every channel's messages (newest first) with working buttons, open modals, a chat box."""
+    e = html.escape
+    hidden = (f"<input type=hidden name=csrf value='{e(standin.ui_token)}'>"
+              f"<input type=hidden name=as value='{e(user)}'>")
+    names = {cid: name for name, cid in standin.channels.items()}
+    with standin._lock:
+        messages = sorted(standin.messages.values(), key=lambda m: m["ts"], reverse=True)[:60]
+        views = list(standin.views.values())[-3:]
+        ephemerals = [x for x in standin.ephemerals if x["user"] == user][-5:]
+        notes = standin.ui_notes[-5:]
+    users = " ".join(f"<b>{e(u['name'])}</b>" if uid == user else
+                     f"<a href='/_fake/ui?{urlencode({'as': uid})}'>{e(u['name'])}</a>"
+                     for uid, u in standin.users.items())
+    out = ["<!doctype html><meta charset=utf-8><title>Slack stand-in</title>",
+           "<style>body{font:14px system-ui;max-width:60em;margin:1em auto}pre{white-space:pre-wrap;margin:.2em 0}"
+           ".m{border:1px solid #ccc;border-radius:6px;padding:.5em;margin:.5em 0}.t{color:#666;font-size:12px}"
+           "form{display:inline}</style>",
+           f"<h1>Slack stand-in</h1><p>Acting as: {users} · <a href='/_fake/ui?{urlencode({'as': user})}'>"
+           "refresh</a> · <a href='/_fake/messages'>JSON</a></p>"]
+    out += [f"<p class=t>{e(n)}</p>" for n in notes]
+    out.append(f"<form method=post action='/_fake/say'>{hidden}<input name=text size=50 "
+               "placeholder='which accounts are at risk this month?'> in channel <input name=channel size=10 "
+               "placeholder='(DM)'> <button>Send</button></form>")
+    for x in ephemerals:
+        out.append(f"<div class=m><span class=t>only you can see this</span><pre>{e(x['text'])}</pre></div>")
+    for view in views:
+        inputs = []
+        for block in view.get("blocks", []):
+            if block.get("type") != "input":
+                continue
+            name, el = f"v:{block['block_id']}", block.get("element", {})
+            label = e(str(block.get("label", {}).get("text", block["block_id"])))
+            if el.get("type") == "static_select":
+                opts = "".join(f"<option value='{e(str(o['value']))}'>{e(str(o['text']['text']))}</option>"
+                               for o in el.get("options", []))
+                inputs.append(f"<label>{label} <select name='{e(name)}'>{opts}</select></label>")
+            else:
+                inputs.append(f"<label>{label} <input name='{e(name)}' size=40 "
+                              f"value='{e(str(el.get('initial_value', '')))}'></label>")
+        title = e(str(view.get("title", {}).get("text", "")))
+        submit = e(str(view.get("submit", {}).get("text", "Submit")))
+        out.append(f"<div class=m><b>Modal: {title}</b><pre>{e(chr(10).join(_mrkdwn_texts(view['blocks'])))}</pre>"
+                   f"<form method=post action='/_fake/submit'>{hidden}<input type=hidden name=view "
+                   f"value='{e(view['id'])}'>{' '.join(inputs)} <button>{submit}</button></form></div>")
+    for m in messages:
+        channel = names.get(m["channel"], m["channel"])
+        who = standin.users.get(str(m.get("user")), {}).get("name") or ("bot" if m.get("bot_id") else m.get("user"))
+        head = f"#{channel} · {who} · {m['ts']}" + (f" · reply in thread {m['thread_ts']}" if m.get("thread_ts")
+                                                    else "")
+        body = "\n".join(_mrkdwn_texts(m.get("blocks") or [])) or str(m.get("text", ""))
+        buttons = [
+            f"<form method=post action='/_fake/click'>{hidden}<input type=hidden name=channel value='{e(channel)}'>"
+            f"<input type=hidden name=ts value='{e(m['ts'])}'><input type=hidden name=action "
+            f"value='{e(str(el.get('action_id')))}'><button>{e(str(el.get('text', {}).get('text', '?')))}</button>"
+            "</form>"
+            for block in m.get("blocks") or [] if block.get("type") == "actions"
+            for el in block.get("elements", []) if el.get("type") == "button"]
+        out.append(f"<div class=m><div class=t>{e(head)}</div><pre>{e(body)}</pre>{' '.join(buttons)}</div>")
+    return "\n".join(out)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -580,8 +662,48 @@ class _Handler(BaseHTTPRequestHandler):
         elif parts.path == "/_fake/messages":
             with self.standin._lock:
                 self._send(200, list(self.standin.messages.values()))
+        elif parts.path == "/_fake/ui" and self.command == "GET":
+            self._send_html(render_ui(self.standin, args.get("as") or next(iter(self.standin.users))))
+        elif parts.path in ("/_fake/click", "/_fake/submit", "/_fake/say") and self.command == "POST":
+            self._ui_post(parts.path, args)
         else:
             self._send(404, {"ok": False, "error": "not_found"})
+
+    def _send_html(self, page: str, status: int = 200) -> None:
+        data = page.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _ui_post(self, path: str, form: dict[str, Any]) -> None:
+        """A form on ``/_fake/ui``: deliver the signed click / modal submission / message, then go back."""
+        standin = self.standin
+        user = str(form.get("as") or "")
+        if form.get("csrf") != standin.ui_token or user not in standin.users:
+            self._send_html("<p>stale form: reload <a href='/_fake/ui'>/_fake/ui</a></p>", 403)
+            return
+        try:
+            if path == "/_fake/click":
+                delivery = standin.click(str(form["channel"]), str(form["ts"]), str(form["action"]), user)
+            elif path == "/_fake/submit":
+                values = {k[2:]: str(v) for k, v in form.items() if k.startswith("v:")}
+                delivery = standin.submit_view(str(form["view"]), values, user)
+            elif form.get("channel"):
+                delivery = standin.mention(user, str(form.get("text") or ""), channel=str(form["channel"]))
+            else:
+                delivery = standin.dm(user, str(form.get("text") or ""))
+            note = f"{path[7:]}: the app answered {delivery.status} in {delivery.seconds * 1000:.0f} ms"
+            if delivery.body and delivery.body.strip() not in ("", "{}"):
+                note += f": {delivery.body[:300]}"
+        except (LookupError, RuntimeError, httpx.HTTPError) as exc:
+            note = f"{path[7:]} failed: {exc}"
+        standin.ui_notes.append(note)
+        self.send_response(303)
+        self.send_header("Location", f"/_fake/ui?{urlencode({'as': user})}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def do_GET(self) -> None:
         self._dispatch(b"")

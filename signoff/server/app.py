@@ -94,11 +94,11 @@ def _check_secret(expected: str | None, given: str | None, what: str, setting: s
         raise AuthError(403, f"{what}: wrong credentials")
 
 
-def require_api_token(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
-    settings: Settings = request.app.state.settings
-    expected = settings.api_token.get_secret_value() if settings.api_token else None
-    token = authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None
-    _check_secret(expected, token, "the approvals API", "SIGNOFF_API_TOKEN")
+async def require_api_token(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    """SIGNOFF_API_TOKEN (all scopes) or an API key with the route's scope (signoff.server.orchestration)."""
+    from signoff.server.orchestration import authorise_api
+
+    await authorise_api(request, authorization)
 
 
 def require_webhook_secret(
@@ -129,10 +129,15 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         if slack:
             slack.attach(services)
         app.state.services, app.state.slack, app.state.runtime = services, slack, rt
+        from signoff.server.orchestration import Orchestration  # API keys, /runs, events out
+
+        app.state.orchestration = orchestration = Orchestration(services, settings)
+        orchestration.start()
         sweeper = asyncio.create_task(_sweep_forever(services, settings.sweep_seconds))
         try:
             yield
         finally:
+            await run_in_threadpool(orchestration.close)
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
@@ -276,6 +281,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     async def sweep(svc: Services) -> dict[str, int]:
         """Run the sweep now: expire, remind, post what was never posted, resume decided runs."""
         return await run_in_threadpool(svc.sweep)
+
+    from signoff.server.orchestration import install as install_orchestration
+
+    install_orchestration(app)  # /runs, /subscriptions, /events, /webhooks/in/{source}
+
+    from signoff.server.inbox import router as inbox_router  # the web inbox: /inbox
+
+    app.include_router(inbox_router)
 
     # -- Slack ---------------------------------------------------------------------------------------
 

@@ -247,6 +247,9 @@ class ServerServices:
                                  {"channel": "slack", "approvers": p.approver_group}, thread_id=p.thread_id)
             self.metrics.reminders.inc()
             counts["reminded"] += 1
+        from signoff.server.escalation import escalate_due
+
+        counts["escalated"] = escalate_due(self, utcnow())
         # Decided but never resumed (a crash between decision and resume), or killed mid-write.
         stuck = {p.thread_id for p in self.rt.store.find(states=("approved", "executing"))}
         if counts["odoo_decided"]:

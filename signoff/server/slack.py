@@ -31,13 +31,18 @@ from signoff.domain import PRIORITY_NAMES, Decision, Verdict
 from signoff.errors import AlreadyDecided, InvalidDecision, NotAuthorised, ProposalNotFound, SignoffError
 from signoff.guardrails.actions import get_action
 from signoff.integrations.slack import SlackApprovalChannel, SlackMessages, describe, who
+from signoff.server import chat
 from signoff.server.services import ServerServices
 
 log = logging.getLogger(__name__)
 
-HELP = ("I triage support tickets and explain my decisions. Try:\n"
+HELP = ("I triage support tickets, score renewal risk and read contracts. Try:\n"
         "• `triage 4312`: classify, route and prioritise ticket 4312 and post the proposals for approval\n"
         "• `why did you route 4312 to Billing?`: what I concluded about ticket 4312, and why\n"
+        "• `which accounts are at risk this month?`: the accounts most likely to churn, band and top driver\n"
+        "• `risk 7`: run the renewal agent on customer 7 (follow-up / retention offer for approval)\n"
+        "• `summarise Acme's contract` or `summarise contract 12`: key terms, what needs review\n"
+        "• `review contract 12`: run the contracts agent (renewal reminder / legal review for approval)\n"
         "Nothing is written to Odoo until an approver clicks Approve.")
 _TRIAGE = re.compile(r"\btriage\b\D*(\d+)", re.I)
 _WHY = re.compile(r"\b(why|explain|reason)\b.*?(\d+)", re.I | re.S)
@@ -64,6 +69,8 @@ class SlackBridge:
         self.app = App(client=channel.client, signing_secret=signing_secret, token_verification_enabled=False,
                        listener_executor=ThreadPoolExecutor(max_workers=8, thread_name_prefix="slack-listener"))
         self._svc: ServerServices | None = None
+        #: The clause model for contract intents (None: the trained one in the models dir); tests inject one.
+        self.contract_model: Any = None
 
     @property
     def svc(self) -> ServerServices:
@@ -215,8 +222,17 @@ class SlackBridge:
     def _chat(self, event: dict[str, Any], say: Callable[..., Any]) -> None:
         text = re.sub(r"<@[A-Z0-9]+>", "", str(event.get("text", ""))).strip()
         thread_ts = event.get("thread_ts") or event.get("ts")
+        actor = f"slack:{event.get('user')}"
         try:
-            if match := _WHY.search(text):
+            if match := chat.REVIEW_CONTRACT.search(text):
+                answer = chat.review_contract(self.svc, int(match.group(1)), actor, model=self.contract_model)
+            elif match := chat.RISK_RUN.search(text):
+                answer = chat.run_risk(self.svc, int(match.group(1)), actor)
+            elif chat.CONTRACT_ID.search(text) or chat.contract_customer(text):
+                answer = chat.summarise_contract(self.svc, text, model=self.contract_model)
+            elif chat.AT_RISK.search(text):
+                answer = chat.at_risk(self.svc, text)
+            elif match := _WHY.search(text):
                 answer = self.explain(int(match.group(2)))
             elif match := _TRIAGE.search(text):
                 answer = self.triage(int(match.group(1)), f"slack:{event.get('user')}")
