@@ -139,11 +139,12 @@ def _train(settings: Settings, texts: list[str], labels: list[str]) -> Any:
             progress.update(task, description=stage, completed=int(fraction * 100))
 
         report_ = fit(texts, labels, settings.models_path, progress=report)
-    from signoff.guardrails.audit import SqliteAuditLog
+    from signoff.guardrails.state import state
 
-    SqliteAuditLog(settings.state_db_path).append(
-        "model.trained", report_.version, "cli", {"n": report_.n, "classes": len(report_.classes),
-                                                  "accuracy": report_.accuracy, "ece": report_.ece})
+    with state(settings) as st:
+        st.audit.append(
+            "model.trained", report_.version, "cli", {"n": report_.n, "classes": len(report_.classes),
+                                                      "accuracy": report_.accuracy, "ece": report_.ece})
     return report_
 
 
@@ -243,11 +244,11 @@ def approvals_list(
     = "pending",
 ) -> None:
     """List proposals (pending by default; --state failed is the exception queue)."""
-    from signoff.guardrails.store import SqliteApprovalStore
+    from signoff.guardrails.state import state as open_state
 
     settings = _settings()
-    store = SqliteApprovalStore(settings.state_db_path)
-    rows = store.find(states=None if state == "all" else (state,))
+    with open_state(settings) as st:
+        rows = st.store.find(states=None if state == "all" else (state,))
     table = Table(title=f"Proposals ({state}): {len(rows)}")
     for col in ("id", "target", "write", "conf.", "state", "approvers"):
         table.add_column(col, overflow="fold")
@@ -264,12 +265,13 @@ def approvals_list(
 @approvals_app.command("show")
 def approvals_show(proposal: Annotated[str, typer.Argument(help="Proposal id or a unique prefix.")]) -> None:
     """Show one proposal: the write, why, the evidence, and who decided."""
-    from signoff.guardrails.store import SqliteApprovalStore, resolve_id
+    from signoff.guardrails.state import state
+    from signoff.guardrails.store import resolve_id
 
     settings = _settings()
-    store = SqliteApprovalStore(settings.state_db_path)
     try:
-        p = store.get(resolve_id(store, proposal))
+        with state(settings) as st:
+            p = st.store.get(resolve_id(st.store, proposal))
     except SignoffError as exc:
         raise _fail(exc) from exc
     lines = [
@@ -456,21 +458,23 @@ def approvals_cancel(
 ) -> None:
     """Give up on a failed proposal (it leaves the exception queue, never written)."""
     from signoff.guardrails.approvals import Approvals
-    from signoff.guardrails.audit import SqliteAuditLog
     from signoff.guardrails.executor import Executor
     from signoff.guardrails.policy import load_policy
-    from signoff.guardrails.store import SqliteApprovalStore, resolve_id
+    from signoff.guardrails.state import state
+    from signoff.guardrails.store import resolve_id
 
     settings = _settings()
-    store, audit = SqliteApprovalStore(settings.state_db_path), SqliteAuditLog(settings.state_db_path)
 
     def no_writer() -> Any:
         raise AssertionError("cancel never writes")
 
     try:
-        pid = resolve_id(store, proposal)
-        Approvals(store, audit, load_policy(settings.policy_path)).authorise(store.get(pid), actor, verb="cancel")
-        p = Executor(store, audit, no_writer).cancel(pid, actor, reason)
+        with state(settings) as st:
+            store, audit = st.store, st.audit
+            pid = resolve_id(store, proposal)
+            Approvals(store, audit, load_policy(settings.policy_path)).authorise(store.get(pid), actor,
+                                                                                 verb="cancel")
+            p = Executor(store, audit, no_writer).cancel(pid, actor, reason)
     except SignoffError as exc:
         raise _fail(exc) from exc
     console.print(f"{_short(p)} {p.state}")
@@ -486,23 +490,23 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", help="Print events as JSON lines.")] = False,
 ) -> None:
     """Show the audit trail of a ticket or proposal (all events without one) and verify the hash chain."""
-    from signoff.guardrails.audit import SqliteAuditLog
-    from signoff.guardrails.store import SqliteApprovalStore
+    from signoff.guardrails.state import state
 
     settings = _settings()
-    log = SqliteAuditLog(settings.state_db_path)
-    if subject and subject.isdigit():
-        subject = f"ticket:{settings.odoo_db}:{subject}"
-    elif subject and subject.startswith("p_"):
-        store = SqliteApprovalStore(settings.state_db_path)
-        matches = [p.id for p in store.find() if p.id.startswith(subject)]
-        subject = matches[0] if len(matches) == 1 else subject
     broken: SignoffError | None = None
-    try:
-        n = log.verify()
-    except SignoffError as exc:
-        broken, n = exc, 0
-    events = log.trail(subject)
+    with state(settings) as st:
+        log = st.audit
+        if subject and subject.isdigit():
+            subject = f"ticket:{settings.odoo_db}:{subject}"
+        elif subject and subject.startswith("p_"):
+            matches = [p.id for p in st.store.find() if p.id.startswith(subject)]
+            subject = matches[0] if len(matches) == 1 else subject
+        try:
+            n = log.verify()
+        except SignoffError as exc:
+            broken, n = exc, 0
+        events = log.trail(subject)
+        newest = log.trail()[-1].hash[:16] if n else ""
     if as_json:
         for e in events:
             print(e.model_dump_json())
@@ -521,7 +525,7 @@ def audit(
     console.print(table)
     if broken:
         raise _fail(ValueError(f"{broken}: the events above cannot be trusted"))
-    console.print(f"[green]hash chain verified[/] ({n} events; the newest is {log.trail()[-1].hash[:16]} - "
+    console.print(f"[green]hash chain verified[/] ({n} events; the newest is {newest} - "
                   "keep it elsewhere to detect a deleted tail)" if n else "[green]hash chain verified[/] (empty)")
 
 

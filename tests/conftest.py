@@ -16,6 +16,7 @@ Models and policy:
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -258,3 +259,71 @@ def new_ticket_ids(live: Live) -> list[int]:
     from signoff.tools.tickets import untriaged_ticket_ids
 
     return untriaged_ticket_ids(live.svc.rt.reader)
+
+
+# --- PostgreSQL (SIGNOFF_DATABASE_URL) --------------------------------------------------------------
+#: The server the Postgres tests use (a throwaway database is created on it per session).
+POSTGRES_ADMIN_URL = os.environ.get("SIGNOFF_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _postgres_up(url: str) -> str | None:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=3):
+            return None
+    except psycopg.OperationalError as exc:
+        return str(exc)
+
+
+def ensure_postgres(url: str = POSTGRES_ADMIN_URL) -> None:
+    """Start the local cluster (as ``.ci/run`` does) when it is not answering; fail, never skip, if that fails."""
+    if _postgres_up(url) is None:
+        return
+    import shutil
+    import subprocess
+
+    versions = sorted(Path("/etc/postgresql").iterdir()) if Path("/etc/postgresql").is_dir() else []
+    if not versions or shutil.which("pg_ctlcluster") is None:
+        pytest.fail(f"PostgreSQL is not reachable at {url} and there is no local cluster to start")
+    started = subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1].name, "main", "start"],
+                             capture_output=True, text=True, timeout=60)
+    deadline = time.monotonic() + 30
+    while (error := _postgres_up(url)) is not None:
+        if time.monotonic() > deadline:
+            pytest.fail(f"PostgreSQL did not come up at {url}: {error}; pg_ctlcluster said: "
+                        f"{started.stdout}{started.stderr}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def postgres_db() -> Iterator[str]:
+    """URL of a fresh database ``signoff_test_<random>`` for this session, dropped at the end."""
+    import uuid
+
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    ensure_postgres()
+    name = f"signoff_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_conninfo(**{**conninfo_to_dict(POSTGRES_ADMIN_URL), "dbname": name})
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url(postgres_db: str) -> str:
+    """A connection string whose ``search_path`` is a fresh, empty schema: one test's private state."""
+    import uuid
+
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_db, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    return make_conninfo(postgres_db, options=f"-c search_path={schema}")

@@ -346,3 +346,43 @@ def test_exception_queue_actions_need_an_approver(rt: Runtime, triage_settings: 
     assert rt.store.get(p.id).state == "failed"
     done = signoff(triage_settings, "approvals", "cancel", p.id, "--reason", "not needed", "--as", "cli:lead")
     assert done.returncode == 0 and rt.store.get(p.id).state == "cancelled"
+
+
+def test_on_postgres_one_ticket_is_proposed_approved_and_written_once(
+    triage_settings: Settings, postgres_url: str, odoo_standin: OdooStandIn
+) -> None:
+    """``SIGNOFF_DATABASE_URL`` set: proposals, audit and the paused run live in Postgres; the approving CLI
+    process resumes the run from Postgres's checkpoints; nothing of it touches the SQLite state files."""
+    pg_settings = triage_settings.model_copy(update={"database_url": postgres_url})
+    with open_runtime(pg_settings) as rt:
+        assert type(rt.store).__name__ == "PostgresApprovalStore"
+        tid = any_new_ticket(rt)
+        assert rt.runner.run(tid).status == "paused"
+        thread = f"ticket:signoff:{tid}"
+        proposals = rt.store.find(thread_id=thread)
+        assert proposals and all(p.state == "pending" for p in proposals)
+        assert ticket_writes(odoo_standin) == []
+        for p in proposals:  # from another process, as a person in another terminal would
+            done = signoff(pg_settings, "approvals", "approve", p.id, "--as", "cli:lead",
+                           SIGNOFF_DATABASE_URL=postgres_url)
+            assert done.returncode == 0, done.stderr
+        again = signoff(pg_settings, "approvals", "approve", proposals[0].id, "--as", "cli:alice",
+                        SIGNOFF_DATABASE_URL=postgres_url)
+        assert again.returncode != 0, "a second decision is refused"
+        writes = ticket_writes(odoo_standin)
+        assert len(writes) == len(proposals), "each approved proposal written exactly once"
+        assert {w["login"] for w in writes} == {"executor"}
+        assert all(p.state == "executed" for p in rt.store.find(thread_id=thread))
+        assert rt.runner.status(thread)[1:] == (False, False), "the run finished (resumed from Postgres)"
+        kinds = [e.kind for e in rt.audit.trail(thread)]
+        assert kinds.count("execution.succeeded") == len(proposals)
+        assert rt.audit.verify() >= len(kinds)
+    assert not pg_settings.checkpoint_db_path.exists(), "no SQLite checkpoints on Postgres"
+    assert not pg_settings.state_db_path.exists() or not sqlite_has_table(pg_settings.state_db_path, "proposals")
+
+
+def sqlite_has_table(path: Path, table: str) -> bool:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is not None

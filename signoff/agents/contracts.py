@@ -774,34 +774,28 @@ def clause_policy_for(settings: Settings) -> ClausePolicy:
 
 def file_services(settings: Settings, *, model: Any = None) -> ContractServices:
     """Services for a contract from a file: no Odoo, nothing proposed; analysis still audited."""
-    from signoff.guardrails.audit import SqliteAuditLog
     from signoff.guardrails.policy import load_policy
-    from signoff.guardrails.store import SqliteApprovalStore
+    from signoff.guardrails.state import open_state
 
     settings.ensure_dirs()
+    state = open_state(settings)  # on Postgres, its pool lives as long as the command
     return ContractServices(
         settings=settings, reader=None, model=model or LazyClauseModel(settings),
         policy=load_policy(settings.policy_path), clause_policy=clause_policy_for(settings),
-        store=SqliteApprovalStore(settings.state_db_path), audit=SqliteAuditLog(settings.state_db_path),
-        executor=None, db="file",
+        store=state.store, audit=state.audit, executor=None, db="file",
     )
 
 
 @contextmanager
 def contract_runner(rt: Any, *, model: Any = None, today: date | None = None) -> Iterator[ContractRunner]:
     """A contracts runner over an open :class:`signoff.agents.services.Runtime` (same store, audit, executor)."""
-    import sqlite3
-
-    from langgraph.checkpoint.sqlite import SqliteSaver
+    from signoff.agents.renewal import _checkpointer_for
 
     settings: Settings = rt.settings
-    conn = sqlite3.connect(checkpoint_path(settings), check_same_thread=False)
     services = ContractServices(
         settings=settings, reader=rt.reader, model=model or LazyClauseModel(settings), policy=rt.policy,
         clause_policy=clause_policy_for(settings), store=rt.store, audit=rt.audit, executor=rt.executor,
         db=settings.odoo_db, today=today,
     )
-    try:
-        yield ContractRunner(services, SqliteSaver(conn))
-    finally:
-        conn.close()
+    with _checkpointer_for(rt, checkpoint_path(settings)) as checkpointer:
+        yield ContractRunner(services, checkpointer)

@@ -14,7 +14,8 @@ the only writer. One durable run per account: thread ``account:<db>:<partner id>
 
 Renewal runs have their own checkpoint file (``<data dir>/checkpoints-renewal.sqlite``) so that
 triage's recovery never mistakes an account run for a ticket run; :func:`resume_thread` routes a
-thread to the agent that owns it.
+thread to the agent that owns it. On Postgres (``SIGNOFF_DATABASE_URL``) every agent's runs share LangGraph's
+checkpoint tables: thread ids never collide (``account:`` vs ``ticket:``) and each agent recovers only its own.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 from langchain_core.runnables import RunnableConfig
@@ -382,13 +384,24 @@ class RenewalRunner:
 def renewal_runner(rt: Any, *, today: date | None = None) -> Iterator[RenewalRunner]:
     """A renewal runner over an open :class:`signoff.agents.services.Runtime` (same store, audit, executor)."""
     settings: Settings = rt.settings
-    conn = sqlite3.connect(checkpoint_path(settings), check_same_thread=False)
     services = RenewalServices(
         settings=settings, reader=rt.reader, model=LazyRiskModel(lambda: RiskModel.load(risk_model_dir(settings))),
         policy=rt.policy, store=rt.store, audit=rt.audit, executor=rt.executor, db=settings.odoo_db, today=today,
     )
+    with _checkpointer_for(rt, checkpoint_path(settings)) as checkpointer:
+        yield RenewalRunner(services, checkpointer)
+
+
+@contextmanager
+def _checkpointer_for(rt: Any, sqlite_path: Path) -> Iterator[Any]:
+    """The runtime's checkpointer for this agent (Postgres: shared tables; SQLite: its own file)."""
+    if hasattr(rt, "checkpointer_for"):
+        with rt.checkpointer_for(sqlite_path) as checkpointer:
+            yield checkpointer
+        return
+    conn = sqlite3.connect(sqlite_path, check_same_thread=False)
     try:
-        yield RenewalRunner(services, SqliteSaver(conn))
+        yield SqliteSaver(conn)
     finally:
         conn.close()
 

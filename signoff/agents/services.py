@@ -9,8 +9,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from signoff.agents.runner import TriageRunner
@@ -19,10 +22,11 @@ from signoff.config import Settings
 from signoff.domain import Prediction
 from signoff.errors import ConfigError
 from signoff.guardrails.approvals import Approvals
-from signoff.guardrails.audit import SqliteAuditLog
+from signoff.guardrails.audit import AuditLog
 from signoff.guardrails.executor import Executor
 from signoff.guardrails.policy import Policy, load_policy
-from signoff.guardrails.store import SqliteApprovalStore
+from signoff.guardrails.state import open_state
+from signoff.guardrails.store import ApprovalStore
 from signoff.integrations.odoo import OdooReader, connect_reader, connect_writer
 from signoff.integrations.odoo_approvals import OdooApprovalChannel
 from signoff.llm.classifier import TextClassifier
@@ -66,14 +70,29 @@ class Runtime:
     settings: Settings
     """Settings with ``odoo_url`` resolved (the stand-in's URL when embedded)."""
     policy: Policy
-    store: SqliteApprovalStore
-    audit: SqliteAuditLog
+    store: ApprovalStore
+    """SQLite (``data_dir/signoff.sqlite``) or Postgres when ``database_url`` is set."""
+    audit: AuditLog
     executor: Executor
     approvals: Approvals
     runner: TriageRunner
     reader: OdooReader
     odoo_channel: OdooApprovalChannel
     """Approval activities in Odoo for actions whose policy channel is ``odoo``."""
+    checkpointer: BaseCheckpointSaver[Any] | None = field(default=None, repr=False)
+    """The Postgres checkpointer (shared by every agent) when ``database_url`` is set; None on SQLite."""
+
+    @contextmanager
+    def checkpointer_for(self, sqlite_path: Path) -> Iterator[BaseCheckpointSaver[Any]]:
+        """The checkpointer of another agent's runs: its own SQLite file, or the shared Postgres one."""
+        if self.checkpointer is not None:
+            yield self.checkpointer
+            return
+        conn = sqlite3.connect(sqlite_path, check_same_thread=False)
+        try:
+            yield SqliteSaver(conn)
+        finally:
+            conn.close()
 
     def sync_odoo(self) -> int:
         """Post new Odoo approval activities, pick up decisions made there, resume runs now ready."""
@@ -81,10 +100,19 @@ class Runtime:
         return len(self.runner.recover())
 
 
-def _checkpointer(settings: Settings) -> SqliteSaver:
+def _checkpointer(settings: Settings) -> BaseCheckpointSaver[Any]:
+    """LangGraph's checkpointer: ``PostgresSaver`` (set up) when ``database_url`` is set, else SQLite."""
     if settings.database_url:
-        raise ConfigError("SIGNOFF_DATABASE_URL (Postgres) is not supported yet: unset it to use SQLite")
+        from signoff.guardrails.postgres import postgres_checkpointer
+
+        return postgres_checkpointer(settings.database_url)
     return SqliteSaver(sqlite3.connect(settings.checkpoint_db_path, check_same_thread=False))
+
+
+def _close_checkpointer(checkpointer: BaseCheckpointSaver[Any]) -> None:
+    conn = getattr(checkpointer, "conn", None)  # a sqlite3.Connection or a psycopg_pool.ConnectionPool
+    if conn is not None:
+        conn.close()
 
 
 @contextmanager
@@ -93,8 +121,8 @@ def open_runtime(settings: Settings, *, classifier: Classifier | None = None) ->
     settings.ensure_dirs()
     policy = load_policy(settings.policy_path)
     with odoo_for(settings) as live:
-        store = SqliteApprovalStore(live.state_db_path)
-        audit = SqliteAuditLog(live.state_db_path)
+        state = open_state(live)
+        store, audit = state.store, state.audit
         reader = connect_reader(live)
         executor = Executor(
             store, audit, lambda: connect_writer(live),
@@ -105,12 +133,17 @@ def open_runtime(settings: Settings, *, classifier: Classifier | None = None) ->
             settings=live, reader=reader, classifier=classifier or LazyClassifier(live), policy=policy,
             store=store, audit=audit, executor=executor, db=live.odoo_db,
         )
-        checkpointer = _checkpointer(live)
+        try:
+            checkpointer = _checkpointer(live)
+        except BaseException:
+            state.close()
+            raise
         approvals = Approvals(store, audit, policy)
         channel = OdooApprovalChannel(live.state_db_path, store, audit, approvals, reader,
                                       lambda: connect_writer(live))
         try:
             yield Runtime(live, policy, store, audit, executor, approvals, TriageRunner(services, checkpointer),
-                          reader, channel)
+                          reader, channel, checkpointer=checkpointer if live.database_url else None)
         finally:
-            checkpointer.conn.close()
+            _close_checkpointer(checkpointer)
+            state.close()

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from signoff.config import get_settings
+from signoff.config import Settings, get_settings
 from signoff.errors import SignoffError
 
 console = Console()
@@ -38,14 +38,15 @@ def _out_path(target: Path | None, suite: str, suffix: str, many: bool) -> Path 
     return target.with_name(f"{target.stem}-{suite}{target.suffix}") if many else target
 
 
-def _export(db: Path, out: Path) -> None:
+def _export(settings: Settings, out: Path) -> None:
     from signoff.errors import DataError
     from signoff.evals.decisions import export_decisions
-    from signoff.guardrails.store import SqliteApprovalStore
+    from signoff.guardrails.state import state
 
-    if not db.is_file():
-        raise DataError(f"no approvals store at {db} (SIGNOFF_DATA_DIR): nothing to export")
-    counts = export_decisions(SqliteApprovalStore(db).find(), out)
+    if not settings.database_url and not settings.state_db_path.is_file():
+        raise DataError(f"no approvals store at {settings.state_db_path} (SIGNOFF_DATA_DIR): nothing to export")
+    with state(settings) as st:
+        counts = export_decisions(st.store.find(), out)
     summary = ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "none"
     console.print(f"wrote {out}: {sum(counts.values())} decided proposals ({summary}). Tickets the gate sent "
                   "to a human are not in the store: add them by hand as verdict 'human_triaged' records.")
@@ -113,7 +114,7 @@ def eval_command(
     many = len(suites) > 1
     try:
         if export_decisions is not None:
-            _export(settings.state_db_path, export_decisions)
+            _export(settings, export_decisions)
         loaded = [load_suite(find_suite(s)) for s in suites]
         for suite in loaded:
             with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -116,7 +116,7 @@ def _state(request: Request) -> tuple[Signer, UserStore, InboxData] | None:
         if settings.inbox_secret is None:
             return None
         svc: ServerServices = app_state.services
-        path = svc.rt.store.path
+        path = svc.rt.settings.state_db_path
         cached = (Signer(settings.inbox_secret.get_secret_value()), UserStore(path), InboxData(path))
         app_state.inbox = cached
     return cached

@@ -41,7 +41,7 @@ class ServerServices:
         self._guard = threading.Lock()
         self._inflight: set[str] = set()
         self._failed_seen: set[str] = set()
-        self._state_db = SqliteFile(rt.store.path)
+        self._state_db = SqliteFile(rt.settings.state_db_path)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=False)
