@@ -198,3 +198,27 @@ def test_hostile_inputs_are_refused_before_any_work(start_server: Callable[..., 
                                                            "Content-Type": "application/json"})
     assert answer.status_code == 400
     assert live.svc.rt.store.find() == [] and "ticket.loaded" not in kinds(live)
+
+
+def test_long_query_strings_are_refused(start_server: Callable[..., Live]) -> None:
+    live = start_server()
+    answer = live.http.get(live.url + "/inbox/pending?zz=" + "A" * 8000)
+    assert answer.status_code == 414
+
+
+def test_inbox_shows_only_its_own_signed_status_messages() -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from starlette.requests import Request
+
+    from signoff.server.inbox import _back, _messages
+
+    def request(query: str) -> Request:
+        return Request({"type": "http", "query_string": query.encode(), "headers": []})
+
+    ours = urlsplit(_back("/inbox/p/x", flash="approve: the proposal is now executed").headers["location"]).query
+    assert _messages(request(ours)) == ("approve: the proposal is now executed", None)
+    forged = "flash=Session+expired,+sign+in+at+evil.example"
+    assert _messages(request(forged)) == (None, None)
+    tampered = ours.replace("executed", "rejected")
+    assert parse_qs(tampered)["fs"] and _messages(request(tampered)) == (None, None)

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 MAX_REASON = 2000
 #: No request this server understands is bigger; larger bodies are refused before they are read.
 MAX_BODY = 1_000_000
+#: Filters and ids fit easily; longer query strings are refused before any page is built.
+MAX_QUERY = 4096
 
 
 class OdooEvent(BaseModel):
@@ -158,6 +160,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
             return _error(413, "too_large", f"request bodies are limited to {MAX_BODY} bytes")
+        if len(request.url.query) > MAX_QUERY:
+            return _error(414, "uri_too_long", f"query strings are limited to {MAX_QUERY} characters")
         return await call_next(request)
 
     @app.exception_handler(AuthError)

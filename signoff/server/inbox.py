@@ -22,6 +22,7 @@ The inbox answers 503 until ``SIGNOFF_INBOX_SECRET`` is set.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import re
@@ -194,9 +195,28 @@ def _page(ctx: Ctx, template: str, status: int = 200, **values: Any) -> HTMLResp
     return _headers(HTMLResponse(body, status_code=status))  # type: ignore[return-value]
 
 
+#: Signs the status messages the inbox puts in its own redirects, so a crafted link cannot show text as ours.
+_FLASH_KEY = secrets.token_bytes(32)
+
+
+def _flash_sig(flash: str, error: str) -> str:
+    return hmac.new(_FLASH_KEY, f"{flash}\x00{error}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
 def _back(url: str, **flash: str) -> RedirectResponse:
     sep = "&" if "?" in url else "?"
+    if flash:
+        flash["fs"] = _flash_sig(flash.get("flash", ""), flash.get("error", ""))
     return RedirectResponse(url + (sep + urlencode(flash) if flash else ""), status_code=303)
+
+
+def _messages(request: Request) -> tuple[str | None, str | None]:
+    """The (flash, error) of one of our own redirects; anything unsigned is ignored."""
+    q = request.query_params
+    flash, error = q.get("flash"), q.get("error")
+    if not (flash or error) or not hmac.compare_digest(q.get("fs", ""), _flash_sig(flash or "", error or "")):
+        return None, None
+    return flash, error
 
 
 # --- sign-in -----------------------------------------------------------------------------------------
@@ -296,7 +316,7 @@ async def pending(request: Request, agent: str = "", action: str = "", group: st
                  actions=sorted(ctx.svc.rt.policy.actions), ages=AGES, sorts=list(SORTS),
                  prev_url="?" + urlencode({**keep, "page": result.page - 1}),
                  next_url="?" + urlencode({**keep, "page": result.page + 1}),
-                 flash=request.query_params.get("flash"))
+                 flash=_messages(request)[0])
 
 
 # --- one proposal ------------------------------------------------------------------------------------
@@ -341,6 +361,15 @@ def _diff(ctx: Ctx, p: Proposal, args: dict[str, Any] | None = None) -> tuple[li
              "new": v, "changed_since": False} for k, v in args.items()], error
 
 
+def _title(ctx: Ctx, p: Proposal) -> str | None:
+    """The target record's name in Odoo (a ticket's number and subject), read live; None if unreadable."""
+    try:
+        rows = ctx.svc.rt.reader.read(p.target_model, [p.target_id], ["display_name"])
+    except SignoffError:
+        return None
+    return str(rows[0]["display_name"]) if rows and rows[0].get("display_name") else None
+
+
 def _decided(ctx: Ctx, p: Proposal) -> dict[str, Any] | None:
     """Who decided, where (channel) and when, from the audit trail."""
     if p.state == "pending":
@@ -379,7 +408,7 @@ async def _view(ctx: Ctx, p: Proposal, status: int = 200, **extra: Any) -> Respo
                  decided=decided, rule=rule, policy_label=rt.policy.label, own=own,
                  may_edit=bool(rule and rule.edits) and p.state == "pending" and not own,
                  fields=_edit_fields(p) if p.state == "pending" else [],
-                 flash=ctx.request.query_params.get("flash"), **extra)
+                 flash=_messages(ctx.request)[0], title=_title(ctx, p), **extra)
 
 
 @router.get("/p/{proposal_id}")
@@ -504,8 +533,8 @@ async def exceptions(request: Request, page: int = 1) -> Response:
         return ctx
     q = PendingQuery(groups=ctx.groups, states=("failed",), sort="newest", page=page)
     result = await run_in_threadpool(ctx.data.pending, q)
-    return _page(ctx, "exceptions.html", nav="exceptions", page=result, flash=request.query_params.get("flash"),
-                 error=request.query_params.get("error"),
+    flash, error = _messages(request)
+    return _page(ctx, "exceptions.html", nav="exceptions", page=result, flash=flash, error=error,
                  prev_url=f"?page={result.page - 1}", next_url=f"?page={result.page + 1}")
 
 

@@ -160,10 +160,11 @@ def subscriptions_deliveries(
 
     rows = Outbox(_settings().state_db_path).deliveries(event_id=event, subscription_id=subscription,
                                                          status=status, limit=limit)
-    table = Table("event", "type", "subscription", "subject", "status", "attempts", "last", "error")
+    table = Table("type", "subscription", "subject", "status", "attempts", "last", "error")
+    table.add_column("event (id for replay)", no_wrap=True)
     for d in rows:
-        table.add_row(d.event_id, d.event_type, d.subscription_id, d.order_key, d.status, str(d.attempts),
-                      str(d.last_status or ""), (d.last_error or "")[:60])
+        table.add_row(d.event_type, d.subscription_id, d.order_key, d.status, str(d.attempts),
+                      str(d.last_status or ""), (d.last_error or "")[:60], d.event_id)
     console.print(table if rows else "no deliveries")
 
 
