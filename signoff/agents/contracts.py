@@ -26,9 +26,9 @@ from typing import Any, Literal, TypedDict
 import yaml
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import interrupt
 from pydantic import BaseModel, Field, ValidationError
 
+from signoff.agents.approval_steps import await_decisions, execute_approved
 from signoff.config import Settings
 from signoff.domain import (
     ContractSummary,
@@ -600,26 +600,14 @@ def decide(state: ContractState, runtime: Runtime[ContractServices]) -> Contract
 
 
 def gate(state: ContractState, runtime: Runtime[ContractServices]) -> ContractState:
-    svc = runtime.context
+    """Pause until every proposal of this run is decided (the run sleeps in the checkpointer)."""
     ids = state.get("proposal_ids", [])
-    proposals = [svc.store.get(pid) for pid in ids]
-    if any(p.state == "pending" for p in proposals):
-        interrupt({"thread_id": state["contract"]["thread_id"], "proposals": ids})
-        proposals = [svc.store.get(pid) for pid in ids]
-    return {"decisions": {p.id: p.state for p in proposals}}
+    return {"decisions": await_decisions(runtime.context.store, ids, state["contract"]["thread_id"])}
 
 
 def execute(state: ContractState, runtime: Runtime[ContractServices]) -> ContractState:
     svc = runtime.context
-    executed: dict[str, str] = {}
-    for pid in state.get("proposal_ids", []):
-        proposal = svc.store.get(pid)
-        if proposal.state in ("approved", "executing", "executed"):
-            if svc.executor is None:
-                raise ValueError("no executor: a file report cannot execute proposals")
-            proposal = svc.executor.execute(pid)
-        executed[pid] = proposal.state
-    return {"executed": executed}
+    return {"executed": execute_approved(svc.store, svc.executor, state.get("proposal_ids", []))}
 
 
 def finish(state: ContractState, runtime: Runtime[ContractServices]) -> ContractState:

@@ -34,8 +34,9 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime as GraphRuntime
-from langgraph.types import Command, interrupt
+from langgraph.types import Command
 
+from signoff.agents.approval_steps import await_decisions, execute_approved
 from signoff.agents.risk_model import RiskModel, RiskResult, band_for, describe
 from signoff.config import Settings
 from signoff.domain import Proposal, RiskDriver, RiskScore, proposal_id, utcnow
@@ -249,25 +250,14 @@ def decide(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskStat
 
 
 def gate(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskState:
-    """Pause until every proposal of this run is decided. Re-runs from the top on resume: no side effects."""
-    svc = runtime.context
+    """Pause until every proposal of this run is decided (the run sleeps in the checkpointer)."""
     ids = state.get("proposal_ids", [])
-    proposals = [svc.store.get(pid) for pid in ids]
-    if any(p.state == "pending" for p in proposals):
-        interrupt({"thread_id": state["score"]["thread_id"], "proposals": ids})
-        proposals = [svc.store.get(pid) for pid in ids]
-    return {"decisions": {p.id: p.state for p in proposals}}
+    return {"decisions": await_decisions(runtime.context.store, ids, state["score"]["thread_id"])}
 
 
 def execute(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskState:
     svc = runtime.context
-    executed: dict[str, str] = {}
-    for pid in state.get("proposal_ids", []):
-        proposal = svc.store.get(pid)
-        if proposal.state in ("approved", "executing", "executed"):
-            proposal = svc.executor.execute(pid)
-        executed[pid] = proposal.state
-    return {"executed": executed}
+    return {"executed": execute_approved(svc.store, svc.executor, state.get("proposal_ids", []))}
 
 
 def finish(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskState:

@@ -14,8 +14,8 @@ from typing import Any, Literal, Protocol, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import interrupt
 
+from signoff.agents.approval_steps import await_decisions, execute_approved
 from signoff.config import Settings
 from signoff.domain import (
     PRIORITY_NAMES,
@@ -258,25 +258,14 @@ def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
 
 
 def gate(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
-    """Pause until every proposal of this run is decided. Re-runs from the top on resume: no side effects."""
-    svc = runtime.context
+    """Pause until every proposal of this run is decided (the run sleeps in the checkpointer)."""
     ids = state.get("proposal_ids", [])
-    proposals = [svc.store.get(pid) for pid in ids]
-    if any(p.state == "pending" for p in proposals):
-        interrupt({"thread_id": state["triage"]["thread_id"], "proposals": ids})
-        proposals = [svc.store.get(pid) for pid in ids]
-    return {"decisions": {p.id: p.state for p in proposals}}
+    return {"decisions": await_decisions(runtime.context.store, ids, state["triage"]["thread_id"])}
 
 
 def execute(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
     svc = runtime.context
-    executed: dict[str, str] = {}
-    for pid in state.get("proposal_ids", []):
-        proposal = svc.store.get(pid)
-        if proposal.state in ("approved", "executing", "executed"):
-            proposal = svc.executor.execute(pid)
-        executed[pid] = proposal.state
-    return {"executed": executed}
+    return {"executed": execute_approved(svc.store, svc.executor, state.get("proposal_ids", []))}
 
 
 def finish(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:

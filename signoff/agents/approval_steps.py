@@ -1,0 +1,38 @@
+"""The two steps every agent graph shares after it has proposed: wait for the humans, then execute.
+
+``await_decisions`` is the gate: it pauses the run with ``interrupt()`` while any of its proposals is
+pending. LangGraph re-runs a node from its start on resume, so it has no side effect before the
+interrupt. ``execute_approved`` hands approved proposals to the executor, the only writer, which
+makes a second call (a re-run, a recovery) a no-op for what is already executed.
+"""
+
+from __future__ import annotations
+
+from langgraph.types import interrupt
+
+from signoff.guardrails.executor import Executor
+from signoff.guardrails.store import ApprovalStore
+
+TO_EXECUTE = ("approved", "executing", "executed")
+
+
+def await_decisions(store: ApprovalStore, proposal_ids: list[str], thread_id: str) -> dict[str, str]:
+    """Pause until none of the run's proposals is pending; their states afterwards."""
+    proposals = [store.get(pid) for pid in proposal_ids]
+    if any(p.state == "pending" for p in proposals):
+        interrupt({"thread_id": thread_id, "proposals": proposal_ids})
+        proposals = [store.get(pid) for pid in proposal_ids]
+    return {p.id: p.state for p in proposals}
+
+
+def execute_approved(store: ApprovalStore, executor: Executor | None, proposal_ids: list[str]) -> dict[str, str]:
+    """Execute the approved proposals (exactly once, by the executor); every proposal's resulting state."""
+    states: dict[str, str] = {}
+    for pid in proposal_ids:
+        proposal = store.get(pid)
+        if proposal.state in TO_EXECUTE:
+            if executor is None:
+                raise ValueError("no executor: a report-only run cannot execute proposals")
+            proposal = executor.execute(pid)
+        states[pid] = proposal.state
+    return states
