@@ -258,7 +258,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         trail = await run_in_threadpool(svc.rt.audit.trail, p.id)
         return {"proposal": p.model_dump(mode="json"), "audit": [e.model_dump(mode="json") for e in trail]}
 
-    @app.post("/api/proposals/{proposal_id}/decision", dependencies=api, tags=["approvals"])
+    from signoff.server.orchestration import INVALID
+
+    @app.post("/api/proposals/{proposal_id}/decision", dependencies=api, tags=["approvals"], responses=INVALID)
     async def decide(proposal_id: str, body: DecisionIn, svc: Services,
                      x_signoff_actor: Annotated[str | None, Header()] = None) -> dict[str, Any]:
         """Approve, edit (``args``) or reject (``reason``) as ``actor``; the run resumes when it was the last.

@@ -141,6 +141,17 @@ async def authorise_api(request: Request, authorization: str | None) -> Principa
 # --- models -----------------------------------------------------------------------------------------
 
 
+class ErrorBody(BaseModel):
+    """An error answer: Signoff's own ``{"error", "detail"}``, or FastAPI's request validation ``{"detail": [...]}``."""
+
+    error: str | None = Field(default=None, description="A short code: invalid_input, idempotency_conflict, ...")
+    detail: str | list[dict[str, Any]]
+
+
+#: The documented 422: both Signoff's errors and FastAPI's validation errors answer it.
+INVALID: dict[int | str, dict[str, Any]] = {422: {"model": ErrorBody, "description": "invalid request"}}
+
+
 class RunIn(BaseModel):
     """Start one run of an agent on one record."""
 
@@ -437,7 +448,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "credentials mi
 
 
 @router.post("/runs", status_code=202, tags=["runs"], response_model=RunAccepted,
-             responses={**_ERRORS, 200: {"description": "duplicate: the record already has a run",
+             responses={**_ERRORS, **INVALID, 200: {"description": "duplicate: the record already has a run",
                                          "model": RunAccepted}})
 async def start_run(body: RunIn, request: Request, principal: Annotated[Principal, Depends(_start)],
                     idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JSONResponse:
@@ -476,7 +487,7 @@ async def get_run_proposals(thread_id: str, request: Request,
 
 
 @router.post("/subscriptions", status_code=201, tags=["events"], response_model=SubscriptionCreated,
-             responses=_ERRORS)
+             responses={**_ERRORS, **INVALID})
 async def add_subscription(body: SubscriptionIn, request: Request,
                            _: Annotated[Principal, Depends(_decide)]) -> SubscriptionCreated:
     """Subscribe a URL to event types (scope ``decide``). The signing secret is returned once.
