@@ -12,7 +12,7 @@ export NO_PROXY := 127.0.0.1,localhost
 export HF_HUB_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: help install install-dev demo test test-llm lint typecheck format bench evals clean
+.PHONY: help install install-dev demo test test-llm lint typecheck format bench trials evals clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,7 +41,7 @@ demo: install ## Run the main job offline: seed the Odoo stand-in, train, triage
 	$(BIN)/signoff demo
 
 test: install-dev ## Lint, type-check and run the test suite
-	$(BIN)/ruff check signoff tests bench
+	$(BIN)/ruff check signoff tests bench trials
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
@@ -49,19 +49,26 @@ test-llm: install-dev ## The LLM backend's tests plus one live call to the offli
 	SIGNOFF_LLM_LIVE=1 $(BIN)/pytest -q -s tests/test_llm_backend.py
 
 lint: install-dev ## ruff
-	$(BIN)/ruff check signoff tests bench
+	$(BIN)/ruff check signoff tests bench trials
 
 typecheck: install-dev ## mypy
 	$(BIN)/mypy
 
 format: install-dev ## ruff format + import sorting
-	$(BIN)/ruff check --fix --select I signoff tests bench
-	$(BIN)/ruff format signoff tests bench
+	$(BIN)/ruff check --fix --select I signoff tests bench trials
+	$(BIN)/ruff format signoff tests bench trials
 
 bench: install-dev ## Accuracy and speed figures (minutes; reads ../shared/data)
 	$(BIN)/python bench/triage_accuracy.py
 	$(BIN)/python bench/classifier_speed.py
 	$(BIN)/python bench/graph_throughput.py
+
+TRIALS ?= 50
+TRIALS_SEED ?= 1
+TRIALS_MINUTES ?= 8
+
+trials: install-dev ## Fault trials: races, retries, expiry, kill -9 + recover; counts and invariants (minutes)
+	$(BIN)/python trials/run_trials.py --trials $(TRIALS) --seed $(TRIALS_SEED) --minutes $(TRIALS_MINUTES)
 
 EVAL_SUITES ?= evals/triage-bitext.yaml evals/triage-banking77.yaml evals/triage-clinc150.yaml
 
