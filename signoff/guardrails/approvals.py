@@ -41,6 +41,21 @@ class Approvals:
                           {"verdict": verb, "reason": reason, "channel": channel}, thread_id=proposal.thread_id)
         raise NotAuthorised(reason)
 
+    def check_edit(self, proposal: Proposal, args: dict[str, Any], *, reader: OdooReader | None = None
+                   ) -> dict[str, Any]:
+        """The guardrails an edit passes on every channel (edits allowed, valid args, same approver tier):
+        the normalised args, or InvalidDecision. Deciding nothing, so a channel can preview an edit."""
+        rule = self.policy.action(proposal.action)
+        if not rule.edits:
+            raise InvalidDecision(f"the policy does not allow edits of {proposal.action}")
+        checked = get_action(proposal.action).validate(args, reader)
+        if rule.tiers and "amount" in checked:
+            needed = rule.approver_group(float(checked["amount"]))
+            if needed != proposal.approver_group:
+                raise InvalidDecision(f"an amount of {checked['amount']} needs approver group {needed!r}, not "
+                                      f"{proposal.approver_group!r}: reject and let the agent propose again")
+        return checked
+
     def _already(self, proposal_id: str) -> AlreadyDecided:
         now = self.store.get(proposal_id)
         at = now.decided_at.isoformat(timespec="seconds") if now.decided_at else None
@@ -60,7 +75,6 @@ class Approvals:
             self.expire(proposal.id)
             raise self._already(proposal.id)
 
-        group = proposal.approver_group
         self.authorise(proposal, decision.actor, verb=decision.verdict, channel=decision.channel)
 
         meta: dict[str, Any] = {
@@ -73,16 +87,9 @@ class Approvals:
                 raise InvalidDecision("a reason is required to reject")
             done = self.store.transition(proposal.id, PENDING, state="rejected", **meta)
         elif decision.verdict == "edit":
-            if not self.policy.action(proposal.action).edits:
-                raise InvalidDecision(f"the policy does not allow edits of {proposal.action}")
             if decision.args is None:
                 raise InvalidDecision("an edit needs the new values")
-            args = get_action(proposal.action).validate(decision.args, reader)
-            rule = self.policy.action(proposal.action)
-            if rule.tiers and "amount" in args and rule.approver_group(float(args["amount"])) != group:
-                raise InvalidDecision(f"an amount of {args['amount']} needs approver group "
-                                      f"{rule.approver_group(float(args['amount']))!r}, not {group!r}: "
-                                      "reject and let the agent propose again")
+            args = self.check_edit(proposal, decision.args, reader=reader)
             edited = self.store.transition(proposal.id, PENDING, state="edited", edited_args=args, **meta)
             if edited is None:
                 raise self._already(proposal.id)

@@ -322,6 +322,16 @@ async def pending(request: Request, agent: str = "", action: str = "", group: st
 # --- one proposal ------------------------------------------------------------------------------------
 
 
+async def _posted_proposal(request: Request, proposal_id: str) -> tuple[Ctx, dict[str, str], Proposal] | Response:
+    """A CSRF-checked form POST about one proposal the user may see, or the response refusing it."""
+    posted = await _posted(request)
+    if isinstance(posted, Response):
+        return posted
+    ctx, form = posted
+    p = await run_in_threadpool(_load, ctx, proposal_id)
+    return p if isinstance(p, Response) else (ctx, form, p)
+
+
 def _load(ctx: Ctx, proposal_id: str) -> Proposal | Response:
     try:
         p = ctx.svc.get(proposal_id)
@@ -439,23 +449,16 @@ async def _decide(ctx: Ctx, p: Proposal, verdict: str, *, reason: str | None = N
 
 @router.post("/p/{proposal_id}/approve")
 async def approve(request: Request, proposal_id: str) -> Response:
-    posted = await _posted(request)
-    if isinstance(posted, Response):
-        return posted
-    ctx, _form_ = posted
-    p = await run_in_threadpool(_load, ctx, proposal_id)
-    return p if isinstance(p, Response) else await _decide(ctx, p, "approve")
+    loaded = await _posted_proposal(request, proposal_id)
+    return loaded if isinstance(loaded, Response) else await _decide(loaded[0], loaded[2], "approve")
 
 
 @router.post("/p/{proposal_id}/reject")
 async def reject(request: Request, proposal_id: str) -> Response:
-    posted = await _posted(request)
-    if isinstance(posted, Response):
-        return posted
-    ctx, form = posted
-    p = await run_in_threadpool(_load, ctx, proposal_id)
-    if isinstance(p, Response):
-        return p
+    loaded = await _posted_proposal(request, proposal_id)
+    if isinstance(loaded, Response):
+        return loaded
+    ctx, form, p = loaded
     reason = form.get("reason", "").strip()
     if not reason:
         return await _view(ctx, p, 422, error="A reason is required to reject.")
@@ -468,31 +471,19 @@ def _edited_args(form: dict[str, str]) -> dict[str, Any]:
 
 def _check_edit(ctx: Ctx, p: Proposal, raw: dict[str, Any]) -> dict[str, Any]:
     """The same checks ``Approvals.decide`` makes on an edit, without deciding: normalised args."""
-    rt = ctx.svc.rt
-    rule = rt.policy.action(p.action)
-    if not rule.edits:
-        raise InvalidDecision(f"the policy does not allow edits of {p.action}")
     action = get_action(p.action)
     optional = set(getattr(action, "optional", ()))
     raw = {k: v for k, v in raw.items() if v != "" or k in p.args or k not in optional}
-    args = action.validate(raw, rt.reader)
-    if rule.tiers and "amount" in args and rule.approver_group(float(args["amount"])) != p.approver_group:
-        raise InvalidDecision(f"an amount of {args['amount']} needs approver group "
-                              f"{rule.approver_group(float(args['amount']))!r}, not {p.approver_group!r}: "
-                              "reject and let the agent propose again")
-    return args
+    return ctx.svc.rt.approvals.check_edit(p, raw, reader=ctx.svc.rt.reader)
 
 
 @router.post("/p/{proposal_id}/edit")
 async def edit_preview(request: Request, proposal_id: str) -> Response:
     """Step 1 of an edit: validate the new values and show the resulting diff; nothing is decided yet."""
-    posted = await _posted(request)
-    if isinstance(posted, Response):
-        return posted
-    ctx, form = posted
-    p = await run_in_threadpool(_load, ctx, proposal_id)
-    if isinstance(p, Response):
-        return p
+    loaded = await _posted_proposal(request, proposal_id)
+    if isinstance(loaded, Response):
+        return loaded
+    ctx, form, p = loaded
     if p.state != "pending":
         return await _view(ctx, p, 409, error="Already decided: nothing to edit.")
     try:
@@ -507,13 +498,10 @@ async def edit_preview(request: Request, proposal_id: str) -> Response:
 @router.post("/p/{proposal_id}/edit/confirm")
 async def edit_confirm(request: Request, proposal_id: str) -> Response:
     """Step 2: decide the edit as shown (``Approvals.decide`` validates it once more)."""
-    posted = await _posted(request)
-    if isinstance(posted, Response):
-        return posted
-    ctx, form = posted
-    p = await run_in_threadpool(_load, ctx, proposal_id)
-    if isinstance(p, Response):
-        return p
+    loaded = await _posted_proposal(request, proposal_id)
+    if isinstance(loaded, Response):
+        return loaded
+    ctx, form, p = loaded
     try:
         args = json.loads(form.get("args", ""))
         if not isinstance(args, dict):
@@ -559,13 +547,10 @@ def _cancel(ctx: Ctx, p: Proposal, reason: str) -> Proposal:
 
 @router.post("/p/{proposal_id}/retry")
 async def retry(request: Request, proposal_id: str) -> Response:
-    posted = await _posted(request)
-    if isinstance(posted, Response):
-        return posted
-    ctx, _form_ = posted
-    p = await run_in_threadpool(_load, ctx, proposal_id)
-    if isinstance(p, Response):
-        return p
+    loaded = await _posted_proposal(request, proposal_id)
+    if isinstance(loaded, Response):
+        return loaded
+    ctx, _form_, p = loaded
     try:
         done = await run_in_threadpool(_retry, ctx, p)
     except SignoffError as exc:
@@ -576,13 +561,10 @@ async def retry(request: Request, proposal_id: str) -> Response:
 
 @router.post("/p/{proposal_id}/cancel")
 async def cancel(request: Request, proposal_id: str) -> Response:
-    posted = await _posted(request)
-    if isinstance(posted, Response):
-        return posted
-    ctx, form = posted
-    p = await run_in_threadpool(_load, ctx, proposal_id)
-    if isinstance(p, Response):
-        return p
+    loaded = await _posted_proposal(request, proposal_id)
+    if isinstance(loaded, Response):
+        return loaded
+    ctx, form, p = loaded
     reason = form.get("reason", "").strip()
     if not reason:
         return _back("/inbox/exceptions", error=f"cancel of {p.id}: a reason is required")
