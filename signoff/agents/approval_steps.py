@@ -8,6 +8,10 @@ makes a second call (a re-run, a recovery) a no-op for what is already executed.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
 from signoff.guardrails.executor import Executor
@@ -36,3 +40,28 @@ def execute_approved(store: ApprovalStore, executor: Executor | None, proposal_i
             proposal = executor.execute(pid)
         states[pid] = proposal.state
     return states
+
+
+def _after_decide(state: dict[str, Any]) -> str:
+    return "gate" if state.get("proposal_ids") else "finish"
+
+
+def approval_graph(state: type[Any], context: type[Any], steps: Sequence[tuple[str, Callable[..., Any]]], *,
+                   gate: Callable[..., Any], execute: Callable[..., Any], finish: Callable[..., Any]
+                   ) -> StateGraph[Any, Any, Any, Any]:
+    """An agent's graph: its own ``steps`` in a line (the last one decides and proposes), then, when it
+    proposed anything, gate -> execute; always finish."""
+    graph: StateGraph[Any, Any, Any, Any] = StateGraph(state, context_schema=context)
+    previous = START
+    for name, fn in steps:
+        graph.add_node(name, fn)
+        graph.add_edge(previous, name)
+        previous = name
+    graph.add_node("gate", gate)
+    graph.add_node("execute", execute)
+    graph.add_node("finish", finish)
+    graph.add_conditional_edges(previous, _after_decide, ["gate", "finish"])
+    graph.add_edge("gate", "execute")
+    graph.add_edge("execute", "finish")
+    graph.add_edge("finish", END)
+    return graph

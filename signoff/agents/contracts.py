@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 import yaml
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field, ValidationError
 
-from signoff.agents.approval_steps import await_decisions, execute_approved
+from signoff.agents.approval_steps import approval_graph, await_decisions, execute_approved
 from signoff.config import Settings
 from signoff.domain import (
     ContractSummary,
@@ -619,28 +619,9 @@ def finish(state: ContractState, runtime: Runtime[ContractServices]) -> Contract
     return {}
 
 
-def _after_decide(state: ContractState) -> str:
-    return "gate" if state.get("proposal_ids") else "finish"
-
-
 def build_graph() -> StateGraph[ContractState, ContractServices, ContractState, ContractState]:
-    graph = StateGraph(ContractState, context_schema=ContractServices)
-    graph.add_node("load", load)
-    graph.add_node("screen", screen_node)
-    graph.add_node("analyse", analyse_node)
-    graph.add_node("decide", decide)
-    graph.add_node("gate", gate)
-    graph.add_node("execute", execute)
-    graph.add_node("finish", finish)
-    graph.add_edge(START, "load")
-    graph.add_edge("load", "screen")
-    graph.add_edge("screen", "analyse")
-    graph.add_edge("analyse", "decide")
-    graph.add_conditional_edges("decide", _after_decide, ["gate", "finish"])
-    graph.add_edge("gate", "execute")
-    graph.add_edge("execute", "finish")
-    graph.add_edge("finish", END)
-    return graph
+    steps = [("load", load), ("screen", screen_node), ("analyse", analyse_node), ("decide", decide)]
+    return approval_graph(ContractState, ContractServices, steps, gate=gate, execute=execute, finish=finish)
 
 
 # --- runner --------------------------------------------------------------------------------------

@@ -32,11 +32,11 @@ from typing import Any, Literal, TypedDict
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime as GraphRuntime
 from langgraph.types import Command
 
-from signoff.agents.approval_steps import await_decisions, execute_approved
+from signoff.agents.approval_steps import approval_graph, await_decisions, execute_approved
 from signoff.agents.risk_model import RiskModel, RiskResult, band_for, describe
 from signoff.config import Settings
 from signoff.domain import Proposal, RiskDriver, RiskScore, proposal_id, utcnow
@@ -268,23 +268,9 @@ def finish(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskStat
     return {}
 
 
-def _after_decide(state: RiskState) -> str:
-    return "gate" if state.get("proposal_ids") else "finish"
-
-
 def build_graph() -> StateGraph[RiskState, RenewalServices, RiskState, RiskState]:
-    graph = StateGraph(RiskState, context_schema=RenewalServices)
-    for name, fn in (("load", load), ("score", score), ("decide", decide), ("gate", gate), ("execute", execute),
-                     ("finish", finish)):
-        graph.add_node(name, fn)
-    graph.add_edge(START, "load")
-    graph.add_edge("load", "score")
-    graph.add_edge("score", "decide")
-    graph.add_conditional_edges("decide", _after_decide, ["gate", "finish"])
-    graph.add_edge("gate", "execute")
-    graph.add_edge("execute", "finish")
-    graph.add_edge("finish", END)
-    return graph
+    steps = [("load", load), ("score", score), ("decide", decide)]
+    return approval_graph(RiskState, RenewalServices, steps, gate=gate, execute=execute, finish=finish)
 
 
 # --- runner ----------------------------------------------------------------------------------------

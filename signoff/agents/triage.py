@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, Protocol, TypedDict
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 
-from signoff.agents.approval_steps import await_decisions, execute_approved
+from signoff.agents.approval_steps import approval_graph, await_decisions, execute_approved
 from signoff.config import Settings
 from signoff.domain import (
     PRIORITY_NAMES,
@@ -277,25 +277,6 @@ def finish(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
     return {}
 
 
-def _after_decide(state: TriageState) -> str:
-    return "gate" if state.get("proposal_ids") else "finish"
-
-
 def build_graph() -> StateGraph[TriageState, TriageServices, TriageState, TriageState]:
-    graph = StateGraph(TriageState, context_schema=TriageServices)
-    graph.add_node("load", load)
-    graph.add_node("screen", screen_node)
-    graph.add_node("classify", classify)
-    graph.add_node("decide", decide)
-    graph.add_node("gate", gate)
-    graph.add_node("execute", execute)
-    graph.add_node("finish", finish)
-    graph.add_edge(START, "load")
-    graph.add_edge("load", "screen")
-    graph.add_edge("screen", "classify")
-    graph.add_edge("classify", "decide")
-    graph.add_conditional_edges("decide", _after_decide, ["gate", "finish"])
-    graph.add_edge("gate", "execute")
-    graph.add_edge("execute", "finish")
-    graph.add_edge("finish", END)
-    return graph
+    steps = [("load", load), ("screen", screen_node), ("classify", classify), ("decide", decide)]
+    return approval_graph(TriageState, TriageServices, steps, gate=gate, execute=execute, finish=finish)
