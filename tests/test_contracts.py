@@ -306,3 +306,43 @@ def test_clause_model_fits_calibrates_saves_and_loads(tmp_path: Path) -> None:
     assert "governed by" in best.text  # even three contracts teach "governed by"
     ev = loaded.evidence(vecs[best.index], "Governing Law", k=1)
     assert ev and ev[0]["contract"] in {r.id for r in small}
+
+
+def test_legal_review_decided_in_odoo_by_the_legal_member(settings: Settings, odoo_standin: Any,
+                                                          odoo_writer: Any, tmp_path: Path) -> None:
+    """The default policy's ``legal`` group has an ``odoo:`` member (bob, uid 6 in the stand-in), so a
+    legal review posted as an Odoo activity is assigned to him and can be decided in Odoo."""
+    import yaml
+
+    from signoff.agents.renewal import resume_thread
+    from signoff.agents.services import open_runtime
+    from signoff.guardrails.policy import DEFAULT_POLICY_PATH, load_policy
+    from signoff.integrations.odoo import OdooWriter
+
+    assert "odoo:6" in load_policy(DEFAULT_POLICY_PATH).members("legal")
+    policy = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
+    policy["actions"][LEGAL_ACTION]["channel"] = "odoo"
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy))
+    odoo_settings = settings.model_copy(update={"policy_path": tmp_path / "policy.yaml"})
+    order = odoo_writer.search_read("sale.order", [], ["id"], limit=1)[0]["id"]
+    att = odoo_writer.create("ir.attachment", {
+        "name": "msa.txt", "res_model": "sale.order", "res_id": order, "mimetype": "text/plain",
+        "datas": base64.b64encode(CONTRACT.encode()).decode()})
+    with open_runtime(odoo_settings) as rt, contract_runner(rt, model=KeywordModel(), today=date(2024, 1, 1)) as runner:
+        _status, summary = runner.run(att)
+        assert summary is not None
+        legal = next(rt.store.get(pid) for pid in summary.proposal_ids if rt.store.get(pid).action == LEGAL_ACTION)
+        assert legal.channel == "odoo" and legal.args["owner_uid"] == 6
+        assert rt.odoo_channel.poll().posted == 1
+        bob = OdooWriter.connect(odoo_standin.url, settings.odoo_db, "bob", "bob", timeout=5.0)
+        acts = bob.search_read("mail.activity", [["summary", "like", legal.id]], ["id", "user_id"])
+        assert len(acts) == 1 and acts[0]["user_id"][0] == 6
+        bob.call("mail.activity", "action_feedback", [acts[0]["id"]], feedback="reviewed")
+        rt.odoo_channel.poll()
+        decided = rt.store.get(legal.id)
+        assert decided.state == "approved" and decided.decided_by == "odoo:6"
+        reminder = next(pid for pid in summary.proposal_ids if pid != legal.id)
+        rt.approvals.decide(Decision(proposal_id=reminder, verdict="reject", actor="cli:cslead", reason="not now"))
+        result = resume_thread(rt, legal.thread_id, "odoo:6")
+        assert result is not None and result.status == "done"
+        assert rt.store.get(legal.id).state == "executed"
