@@ -57,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.retrain:
             raise FileNotFoundError
-        model = ClauseModel.load(model_dir, cache_dir=cache)
+        model = ClauseModel.load(model_dir, cache_dir=cache, chroma_url=settings.chroma_url)
         fit_s = 0.0
     except Exception:
         dev = load_cuad(data / "cuad_dev.jsonl")
-        model = ClauseModel(cache_dir=cache).fit(dev, progress=lambda s, f: print(f"\r{s} {f:.0%}  ", end="",
-                                                                                   file=sys.stderr))
+        model = ClauseModel(cache_dir=cache, chroma_url=settings.chroma_url).fit(
+            dev, progress=lambda s, f: print(f"\r{s} {f:.0%}  ", end="", file=sys.stderr))
         model.save(model_dir)
         fit_s = time.perf_counter() - t0
         print(file=sys.stderr)

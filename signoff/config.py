@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # Models --------------------------------------------------------------------------------------
     model_dir: Path | None = None
     """Where trained model artefacts live; unset means ``data_dir/models``."""
+    chroma_url: str | None = None
+    """A Chroma server (``http://host:8000``) for the contracts agent's labelled-clause collection;
+    unset means an on-disk Chroma inside the model artefact."""
     llm_backend: str = "embedded"
     """``embedded`` (offline, no key) or ``openai`` (any OpenAI-compatible endpoint)."""
     llm_base_url: str | None = None

@@ -291,10 +291,17 @@ def test_odoo_attachment_proposals_and_exactly_once(settings: Settings, odoo_wri
 # --- the real clause model ---------------------------------------------------------------------------
 
 
-def test_clause_model_fits_calibrates_saves_and_loads(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def small_fit(tmp_path_factory: pytest.TempPathFactory) -> tuple[ClauseModel, list[Any]]:
+    """The real clause model fitted once on three short CUAD dev contracts (shared by the tests below)."""
     rows = load_cuad(public_data_dir() / "contracts" / "cuad_dev.jsonl")
     small = sorted((r for r in rows if r.spans["Governing Law"]), key=lambda r: len(r.text))[:3]
-    model = ClauseModel(cache_dir=tmp_path / "cache").fit(small)
+    return ClauseModel(cache_dir=tmp_path_factory.mktemp("cache")).fit(small), small
+
+
+def test_clause_model_fits_calibrates_saves_and_loads(tmp_path: Path, small_fit: Any) -> None:
+    model, small = small_fit
+    model.chroma_url = None
     assert set(model.thresholds) == set(CATEGORIES) and all(0 < t <= 1 for t in model.thresholds.values())
     saved = model.save(tmp_path / "models")
     loaded = ClauseModel.load(tmp_path / "models", cache_dir=tmp_path / "cache")
@@ -346,3 +353,100 @@ def test_legal_review_decided_in_odoo_by_the_legal_member(settings: Settings, od
         result = resume_thread(rt, legal.thread_id, "odoo:6")
         assert result is not None and result.status == "done"
         assert rt.store.get(legal.id).state == "executed"
+
+
+# --- Chroma as a server (SIGNOFF_CHROMA_URL) ---------------------------------------------------------
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path) -> Any:
+    """A real Chroma server (the installed package's ``chroma run``) on a free 127.0.0.1 port."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    exe = Path(sys.executable).with_name("chroma")
+    assert exe.is_file(), "chromadb ships the `chroma` CLI"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = (tmp_path / "chroma.log").open("wb")
+    proc = subprocess.Popen([str(exe), "run", "--host", "127.0.0.1", "--port", str(port),
+                             "--path", str(tmp_path / "chroma-server")], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (tmp_path / "chroma.log").read_text()
+            try:
+                if httpx.get(f"{url}/api/v2/heartbeat", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the Chroma server did not start"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_labelled_clauses_on_a_chroma_server(tmp_path: Path, small_fit: Any, chroma_server: str) -> None:
+    import json
+
+    import chromadb
+
+    from signoff.llm.clauses import collection_name
+
+    model, small = small_fit
+    model.chroma_url = chroma_server
+    try:
+        saved = model.save(tmp_path / "models")
+    finally:
+        model.chroma_url = None
+    assert not (saved / "chroma").exists(), "no on-disk collection when a server is configured"
+    manifest = json.loads((saved / "manifest.json").read_text())
+    assert manifest["examples"] == {"store": "chroma-server", "collection": collection_name(model.version)}
+    port = int(chroma_server.rsplit(":", 1)[1])
+    client = chromadb.HttpClient(host="127.0.0.1", port=port)
+    collection = client.get_collection(collection_name(model.version))
+    n = collection.count()
+    assert n == len(model._ex_texts) > 0
+    # the collection is embedded with our function, never Chroma's downloading default
+    assert "signoff-minilm-onnx-int8" in json.dumps(collection.configuration_json)
+
+    loaded = ClauseModel.load(tmp_path / "models", chroma_url=chroma_server)
+    chunks, _proba, vecs = loaded.score(CONTRACT)
+    law = next(c for c in chunks if "governed by" in c.text)
+    ev = loaded.evidence(vecs[law.index], "Governing Law", k=1)
+    assert ev and ev[0]["contract"] in {r.id for r in small}
+    # a fresh server (collection gone) gets the model's examples published again on load
+    client.delete_collection(collection_name(model.version))
+    again = ClauseModel.load(tmp_path / "models", chroma_url=chroma_server)
+    assert again.examples is not None and again.examples.count() == n
+
+
+def test_chroma_url_setting_reaches_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signoff.agents.contracts as contracts_mod
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(contracts_mod.ClauseModel, "load",
+                        classmethod(lambda cls, d, **kw: seen.update(kw) or KeywordModel()))
+    monkeypatch.setenv("SIGNOFF_CHROMA_URL", "http://127.0.0.1:1")
+    settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
+    assert settings.chroma_url == "http://127.0.0.1:1"
+    assert contracts_mod.LazyClauseModel(settings).version == "keywords-test"
+    assert seen["chroma_url"] == "http://127.0.0.1:1"
+    from signoff.errors import DataError
+    from signoff.llm.clauses import ExampleStore
+
+    with pytest.raises(DataError):
+        ExampleStore(None, None, url="ftp://nowhere")  # type: ignore[arg-type]

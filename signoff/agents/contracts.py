@@ -728,7 +728,8 @@ class LazyClauseModel:
     @property
     def model(self) -> ClauseModel:
         if self._model is None:
-            self._model = ClauseModel.load(model_dir(self._settings), cache_dir=embedding_cache_dir(self._settings))
+            self._model = ClauseModel.load(model_dir(self._settings), cache_dir=embedding_cache_dir(self._settings),
+                                           chroma_url=self._settings.chroma_url)
         return self._model
 
     def __getattr__(self, name: str) -> Any:

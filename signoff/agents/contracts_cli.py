@@ -61,7 +61,7 @@ def train(
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(),
                       console=console) as progress:
             task = progress.add_task("training", total=100)
-            model = ClauseModel(cache_dir=embedding_cache_dir(settings)).fit(
+            model = ClauseModel(cache_dir=embedding_cache_dir(settings), chroma_url=settings.chroma_url).fit(
                 contracts, progress=lambda s, f: progress.update(task, description=s, completed=int(f * 100)))
         saved = model.save(model_dir(settings))
     except SignoffError as exc:

@@ -181,25 +181,57 @@ class _OurEmbeddingFunction:
         return None
 
 
-def _chroma_client(path: Path) -> Any:
+def _chroma_client(path: Path | None, url: str | None = None) -> Any:
+    """A Chroma client: ``HttpClient`` for a server URL (``http://host:8000``), else ``PersistentClient``."""
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
-    return chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
+    settings = ChromaSettings(anonymized_telemetry=False)
+    if url:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise DataError(f"SIGNOFF_CHROMA_URL must look like http://host:8000, not {url!r}")
+        ssl = parts.scheme == "https"
+        try:
+            return chromadb.HttpClient(host=parts.hostname, port=parts.port or (443 if ssl else 8000), ssl=ssl,
+                                       settings=settings)
+        except Exception as exc:  # chromadb raises ValueError / httpx errors when the server is down
+            raise DataError(f"cannot reach the Chroma server at {url}: {exc}") from exc
+    if path is None:
+        raise DataError("an on-disk Chroma store needs a path")
+    return chromadb.PersistentClient(path=str(path), settings=settings)
+
+
+def collection_name(version: str) -> str:
+    """The collection of a model version on a shared Chroma server (one per model, never mixed)."""
+    return f"signoff-clauses-{hashlib.sha256(version.encode()).hexdigest()[:16]}"
 
 
 class ExampleStore:
-    """The labelled clauses (text, category, contract) in a Chroma collection on disk."""
+    """The labelled clauses (text, category, contract) in a Chroma collection: on disk under the model
+    artefact (``path``), or on a Chroma server (``url``; one collection per model version)."""
 
-    def __init__(self, path: Path, embedder: Embedder) -> None:
+    def __init__(self, path: Path | None, embedder: Embedder, *, url: str | None = None,
+                 name: str = _COLLECTION, fresh: bool = False) -> None:
         self.path = path
+        self.url = url
         self.embedder = embedder
-        self._client = _chroma_client(path)
+        self._client = _chroma_client(path, url)
+        ef = _OurEmbeddingFunction(embedder)
+        if fresh:
+            try:
+                self._client.delete_collection(name)
+            except Exception:  # not there yet (chromadb raises NotFoundError / ValueError by version)
+                pass
         self.collection = self._client.get_or_create_collection(
-            _COLLECTION, embedding_function=_OurEmbeddingFunction(embedder),
-            metadata={"hnsw:space": "cosine"},
+            name, embedding_function=ef, metadata={"hnsw:space": "cosine"},
         )
+
+    def count(self) -> int:
+        return int(self.collection.count())
 
     def add(self, ids: list[str], texts: list[str], vectors: np.ndarray, metas: list[dict[str, Any]]) -> None:
         for s in range(0, len(ids), 2000):
@@ -261,8 +293,10 @@ class ClauseModel:
     """Scores chunks per category; ``fit`` on labelled contracts, ``save``/``load`` as a versioned artefact."""
 
     def __init__(self, *, embedder: Embedder | None = None, c: float = 2.0, folds: int = 3,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, chroma_url: str | None = None) -> None:
         self._embedder = embedder
+        self.chroma_url = chroma_url
+        """A Chroma server for the labelled clauses (``SIGNOFF_CHROMA_URL``); None: on disk in the artefact."""
         self.c = c
         self.folds = folds
         self.cache_dir = cache_dir
@@ -277,6 +311,8 @@ class ClauseModel:
         self._ex_cat = np.zeros(0, dtype=np.int64)
         self.examples: ExampleStore | None = None
         self.path: Path | None = None
+        self._ex_texts: list[str] = []
+        self._ex_groups: list[str] = []
 
     @property
     def embedder(self) -> Embedder:
@@ -416,13 +452,19 @@ class ClauseModel:
         try:
             joblib.dump({"tfidf": self._tfidf, "heads": self._heads, "platt": self.platt,
                          "ex_vecs": self._ex_vecs.astype(np.float16), "ex_cat": self._ex_cat,
-                         "categories": self.categories, "c": self.c}, tmp / _MODEL_FILE)
-            store = ExampleStore(tmp / "chroma", self.embedder)
-            store.add([f"ex{i}" for i in range(len(self._ex_texts))], self._ex_texts, self._ex_vecs,
-                      [{"category": self.categories[int(c)], "contract": gid}
-                       for c, gid in zip(self._ex_cat, self._ex_groups, strict=True)])
+                         "ex_texts": self._ex_texts, "ex_groups": self._ex_groups,
+                         "categories": self.categories, "c": self.c, **self._extra_state()}, tmp / _MODEL_FILE)
+            if self.chroma_url:
+                store = ExampleStore(None, self.embedder, url=self.chroma_url, name=collection_name(self.version),
+                                     fresh=True)
+                examples = {"store": "chroma-server", "collection": collection_name(self.version)}
+            else:
+                store = ExampleStore(tmp / "chroma", self.embedder)
+                examples = {"store": "chroma-disk", "collection": _COLLECTION}
+            self._fill(store)
             del store
             manifest = {"format": FORMAT, "version": self.version, "created_at": utcnow().isoformat(),
+                        "examples": examples,
                         "embedder": self.embedder.version, "chunker": CHUNKER_VERSION,
                         "categories": list(self.categories), "thresholds": self.thresholds,
                         "metrics": self.metrics, "model_sha256": sha256_file(tmp / _MODEL_FILE)}
@@ -438,7 +480,8 @@ class ClauseModel:
         return final
 
     @classmethod
-    def load(cls, directory: Path, *, embedder: Embedder | None = None, cache_dir: Path | None = None) -> ClauseModel:
+    def load(cls, directory: Path, *, embedder: Embedder | None = None, cache_dir: Path | None = None,
+             chroma_url: str | None = None) -> ClauseModel:
         import joblib
 
         directory = Path(directory)
@@ -463,11 +506,32 @@ class ClauseModel:
         model.categories = tuple(blob["categories"])
         model.version, model.thresholds = manifest["version"], dict(manifest["thresholds"])
         model.metrics, model.path = manifest.get("metrics", {}), path
+        model._ex_texts = list(blob.get("ex_texts") or [])
+        model._ex_groups = list(blob.get("ex_groups") or [])
+        model._load_extra_state(blob)
+        model.chroma_url = chroma_url
         try:
-            model.examples = ExampleStore(path / "chroma", model.embedder)
+            if chroma_url:
+                store = ExampleStore(None, model.embedder, url=chroma_url, name=collection_name(model.version))
+                if store.count() == 0 and model._ex_texts:  # a fresh server: publish this model's examples
+                    model._fill(store)
+                model.examples = store
+            else:
+                model.examples = ExampleStore(path / "chroma", model.embedder)
         except Exception as exc:  # evidence only; scoring does not need it
             log.warning("labelled-example store unavailable: %s", exc)
         return model
+
+    def _fill(self, store: ExampleStore) -> None:
+        store.add([f"ex{i}" for i in range(len(self._ex_texts))], self._ex_texts, self._ex_vecs,
+                  [{"category": self.categories[int(c)], "contract": gid}
+                   for c, gid in zip(self._ex_cat, self._ex_groups, strict=True)])
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, blob: dict[str, Any]) -> None:
+        return None
 
 
 def _best_threshold(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
