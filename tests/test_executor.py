@@ -160,3 +160,34 @@ def test_unknown_category_fails_without_writing(odoo: InMemoryOdoo) -> None:
     failed = executor.execute(p.id)
     assert failed.state == "failed" and "no helpdesk.ticket.category named" in (failed.error or "")
     assert writer.writes == 0
+
+
+class LateWriter(FlakyWriter):
+    """Its first ``failures`` writes reach Odoo, then time out on the way back (the answer is lost)."""
+
+    def write(self, model: str, ids: Sequence[int], vals: Mapping[str, Any]) -> bool:
+        self.writes += 1
+        self.inner.write(model, ids, vals)
+        if self.failures > 0:
+            self.failures -= 1
+            raise OdooConnectionError("Odoo did not answer within 4.0s", name=None)
+        return True
+
+
+def test_a_write_that_timed_out_after_landing_is_read_back_not_written_again(odoo: InMemoryOdoo) -> None:
+    writer = LateWriter(odoo.writer(), 1)
+    executor, store, audit = make(odoo, writer, max_attempts=3)
+    p = approved(store, a_ticket(odoo))
+    done = executor.execute(p.id)
+    assert done.state == "executed" and done.result and done.result.get("reconciled")
+    assert writer.writes == 1  # the retry read Odoo back and found the write there
+
+
+def test_a_retry_from_the_exception_queue_reads_back_first(odoo: InMemoryOdoo) -> None:
+    writer = LateWriter(odoo.writer(), 3)
+    executor, store, audit = make(odoo, writer, max_attempts=1)
+    p = approved(store, a_ticket(odoo))
+    assert executor.execute(p.id).state == "failed"  # timed out (but the write landed)
+    assert writer.writes == 1
+    assert executor.retry(p.id, "cli:lead").state == "executed"
+    assert writer.writes == 1

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from signoff.config import Settings
-from signoff.integrations.odoo import OdooWriter, ReadOnlyOdoo, connect_reader
+from signoff.integrations.odoo import OdooWriter, ReadOnlyOdoo, connect_reader, connect_writer
 from signoff.sandbox.cli import app as sandbox_app
 from signoff.sandbox.embedded import odoo_for
 from signoff.sandbox.odoo import OdooStandIn
@@ -228,3 +228,29 @@ def test_domain_normalisation() -> None:
         ["c", "=", 3],
     ]
     assert normalize_domain([]) == []
+
+
+def test_fault_hook_drops_or_delays_requests(odoo_standin: OdooStandIn, settings: Settings) -> None:
+    """The fault trials' hook: "down" drops connections unanswered, "delay" (optionally per method) slows them."""
+    from signoff.errors import OdooConnectionError
+
+    def fault(**body: object) -> dict[str, object]:
+        req = urllib.request.Request(odoo_standin.url + "/_fake/fault", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return dict(json.loads(r.read()))
+
+    reader = connect_reader(settings)
+    assert reader.search_count("res.users", []) > 0
+    assert fault(down=True) == {"delay": 0.0, "down": True, "only": None}
+    with pytest.raises(OdooConnectionError):
+        reader.search_count("res.users", [])
+    assert fault(only="write")["only"] == "write"  # now only writes are dropped: reads answer
+    assert reader.search_count("res.users", []) > 0
+    writer = connect_writer(settings)
+    ticket = reader.search_read("helpdesk.ticket", [], ["id"], limit=1)[0]["id"]
+    with pytest.raises(OdooConnectionError):
+        writer.write("helpdesk.ticket", [ticket], {"priority": "2"})
+    assert not [c for c in odoo_standin.calls() if c["method"] == "write"]  # dropped before it was handled
+    odoo_standin.set_fault(down=False, only=None)
+    assert odoo_standin.set_fault() == {"delay": 0.0, "down": False, "only": None}

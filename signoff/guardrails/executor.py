@@ -86,13 +86,10 @@ class Executor:
         args = claimed.effective_args
         thread = claimed.thread_id
 
-        if recovering:
-            try:
-                if action.is_applied(self.writer, claimed.target_id, args, marker_id=claimed.id):
-                    return self._done(claimed, {"reconciled": True, "model": claimed.target_model,
-                                                "id": claimed.target_id, "args": args})
-            except OdooError as exc:
-                log.warning("reconcile read of %s failed: %s", proposal_id, exc)
+        if recovering or claimed.attempts > 1:  # a crash, or a retry from the exception queue: read Odoo first
+            if self._landed(claimed):
+                return self._done(claimed, {"reconciled": True, "model": claimed.target_model,
+                                            "id": claimed.target_id, "args": args})
             self.audit.append("execution.reconciling", proposal_id, ACTOR,
                               {"attempt": claimed.attempts, "found": "not written"}, thread_id=thread)
 
@@ -119,8 +116,21 @@ class Executor:
                                                executing_since=utcnow(), error=str(exc))
                 if bumped is None:
                     return self.store.get(proposal_id)
+                # A timeout can come after Odoo applied the write: read back before writing again.
+                if self._landed(claimed):
+                    return self._done(claimed, {"reconciled": True, "model": claimed.target_model,
+                                                "id": claimed.target_id, "args": args})
             except (OdooError, ExecutionError) as exc:
                 return self._fail(claimed, exc, attempt)
+
+    def _landed(self, proposal: Proposal) -> bool:
+        """Whether Odoo already shows the proposal applied (False when Odoo cannot be read)."""
+        try:
+            return get_action(proposal.action).is_applied(self.writer, proposal.target_id, proposal.effective_args,
+                                                          marker_id=proposal.id)
+        except OdooError as exc:
+            log.warning("reconcile read of %s failed: %s", proposal.id, exc)
+            return False
 
     def _done(self, proposal: Proposal, result: dict[str, object]) -> Proposal:
         done = self.store.transition(proposal.id, ("executing",), state="executed", result=result, error=None)

@@ -5,7 +5,11 @@ Endpoints (all answer HTTP 200 with a JSON-RPC envelope; errors are Odoo's error
 * ``POST /web/webclient/version_info``: the version profile (16.0, 17.0 or 18.0);
 * ``POST /jsonrpc``: services ``common`` (``login``, ``authenticate``, ``version``), ``object``
   (``execute``, ``execute_kw``; credentials checked on every call) and ``db`` (``list``, ``server_version``);
-* ``GET /web/health`` and ``GET /_fake/calls[?since=N]`` (the call log, as JSON).
+* ``GET /web/health`` and ``GET /_fake/calls[?since=N]`` (the call log, as JSON);
+* ``POST /_fake/fault`` ``{"delay": seconds, "down": bool, "only": "write" | null}``: fault injection for the
+  fault trials (also :meth:`OdooStandIn.set_fault`): every other request (or only ``object`` calls of the
+  ORM method ``only``) first waits ``delay`` seconds (then is handled, even if the client gave up), and
+  while ``down`` its connection is closed unanswered, like a crashed Odoo.
 
 Records live in SQLite (WAL) through :class:`~signoff.sandbox.orm.SqliteStore`, so they survive a restart
 and other processes can read the call log (:meth:`OdooStandIn.calls` or
@@ -63,6 +67,9 @@ class OdooStandIn:
         self._requested_port = port
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.fault_delay = 0.0
+        self.fault_down = False
+        self.fault_only: str | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -122,6 +129,18 @@ class OdooStandIn:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def set_fault(self, *, delay: float | None = None, down: bool | None = None,
+                  only: str | None = "") -> dict[str, Any]:
+        """Fault injection (trials and tests only): a delay before each request, or a "down" switch;
+        ``only``: limit both to ``object`` calls of one ORM method (None: every request; "": unchanged)."""
+        if delay is not None:
+            self.fault_delay = max(0.0, float(delay))
+        if down is not None:
+            self.fault_down = bool(down)
+        if only != "":
+            self.fault_only = only
+        return {"delay": self.fault_delay, "down": self.fault_down, "only": self.fault_only}
 
     def calls(self, since: int = 0) -> list[dict[str, Any]]:
         """The call log (every ``/jsonrpc`` call to ``common.login`` and ``object``), oldest first."""
@@ -266,8 +285,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _faulted(self, method: object = None) -> bool:
+        """Apply the injected fault; True when the request is dropped unanswered (Odoo "down")."""
+        standin = self.standin
+        if standin.fault_only is not None and method != standin.fault_only:
+            return False
+        if standin.fault_delay:
+            time.sleep(standin.fault_delay)
+        if standin.fault_down:
+            self.close_connection = True
+            return True
+        return False
+
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
+        if not parts.path.startswith("/_fake/") and self._faulted():
+            return
         if parts.path == "/web/health":
             self._send(200, {"status": "pass"})
         elif parts.path == "/_fake/calls":
@@ -287,8 +320,20 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._send(400, b"<h1>Bad Request</h1><p>Invalid JSON data</p>", "text/html")
             return
+        if path == "/_fake/fault":
+            delay, down, only = payload.get("delay"), payload.get("down"), payload.get("only", "")
+            if (not (delay is None or isinstance(delay, int | float)) or not (down is None or isinstance(down, bool))
+                    or not (only is None or isinstance(only, str))):
+                self._send(400, {"error": "delay: a number of seconds, down: true or false, only: a method or null"})
+                return
+            self._send(200, self.standin.set_fault(delay=delay, down=down, only=only))
+            return
         req_id = payload.get("id")
         params = payload.get("params") or {}
+        rpc_args = params.get("args") if isinstance(params, dict) else None
+        method = rpc_args[4] if isinstance(rpc_args, list) and len(rpc_args) > 4 else None
+        if self._faulted(method):
+            return
         try:
             if path == "/web/webclient/version_info":
                 result = version_info(self.standin.version)
