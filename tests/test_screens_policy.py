@@ -28,9 +28,19 @@ def test_pii_is_redacted_with_typed_placeholders() -> None:
 
 
 @pytest.mark.parametrize("phone", ["+1 (415) 555-0132", "(415) 555-0132", "07700 900123", "555-123-4567",
-                                   "+44 20 7946 0958", "0033 1 42 68 53 00"])
+                                   "+44 20 7946 0958", "0033 1 42 68 53 00",
+                                   # found by the held-out attack trials (trials/attacks.py)
+                                   "0049 30 12345678", "0044 7700 123456", "+44 (0)20 7946 0958"])
 def test_phone_formats_are_redacted(phone: str) -> None:
     assert screen(f"call me on {phone} please", max_chars=200).text == "call me on [PHONE] please"
+
+
+@pytest.mark.parametrize("iban", ["de89 3704 0044 0532 0130 00", "DE89-3704-0044-0532-0130-00",
+                                  "gb82 west 1234 5698 7654 32"])
+def test_hand_typed_ibans_are_redacted_when_their_check_digits_hold(iban: str) -> None:
+    assert screen(f"refund to {iban} thanks", max_chars=200).text == "refund to [IBAN] thanks"
+    wrong = iban[:2] + "00" + iban[4:]  # check digits off: not an IBAN, left alone (it could be anything)
+    assert "[IBAN]" not in screen(f"refund to {wrong} thanks", max_chars=200).text
 
 
 def test_amounts_and_ticket_numbers_are_not_phones() -> None:

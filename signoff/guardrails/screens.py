@@ -19,6 +19,8 @@ _SECRET = re.compile(
 )
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b")
+# Typed by hand: lower case, or grouped with dashes; only redacted when the ISO 13616 check digits hold.
+_IBAN_LOOSE = re.compile(r"\b[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]{4}){2,7}(?:[ -]?[A-Za-z0-9]{1,4})?\b")
 _CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
 _PHONE = re.compile(r"(?<![\w+(])(?:\+|00)?\(?\d[\d ().\-/]{5,20}\d(?!\w)")
 _SSN = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")
@@ -56,9 +58,19 @@ def _luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _iban_ok(s: str) -> bool:
+    """ISO 13616 mod-97 check of an IBAN written with any case and separators."""
+    compact = re.sub(r"[ -]", "", s).upper()
+    if not 15 <= len(compact) <= 34:
+        return False
+    moved = compact[4:] + compact[:4]
+    return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+
+
 def _looks_like_phone(s: str) -> bool:
-    """7 to 13 digits (longer runs are order or account numbers), not a date, not a decimal amount."""
-    digits = sum(c.isdigit() for c in s)
+    """7 to 13 digits (longer runs are order or account numbers; a leading ``00`` international prefix is not
+    counted), not a date, not a decimal amount."""
+    digits = sum(c.isdigit() for c in s) - (2 if s.lstrip("(").startswith("00") else 0)
     return 7 <= digits <= 13 and not _DATE.match(s) and not re.fullmatch(r"[\d,]+\.\d{1,2}", s)
 
 
@@ -78,6 +90,7 @@ def redact(text: str) -> tuple[str, Counter[str]]:
     text = sub(_SECRET, "SECRET", text)
     text = sub(_EMAIL, "EMAIL", text)
     text = sub(_IBAN, "IBAN", text)
+    text = sub(_IBAN_LOOSE, "IBAN", text, _iban_ok)
     text = sub(_CARD, "CARD", text, lambda s: _luhn_ok(re.sub(r"\D", "", s)))
     text = sub(_SSN, "SSN", text)
     text = sub(_PHONE, "PHONE", text, _looks_like_phone)
