@@ -362,3 +362,108 @@ def test_recommended_thresholds_are_written_into_a_policy(eval_env: dict[str, st
             assert rec["actions"][action]["precision"] >= 0.9
     assert written.routing == before.routing and written.groups == before.groups
     assert written.actions["ticket.set_priority"] == before.actions["ticket.set_priority"]
+
+
+# --- contracts (CUAD spans) and renewal (Telco churn) suites -------------------------------------------
+
+RENEWAL_SMOKE = ROOT / "evals" / "renewal-smoke.yaml"
+CONTRACTS_SMOKE = ROOT / "evals" / "contracts-smoke.yaml"
+
+
+def _copy_suite(src: Path, tmp: Path, name: str, **changes: Any) -> Path:
+    data = yaml.safe_load(src.read_text())
+    for key, value in changes.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
+    if data.get("policy"):
+        data["policy"] = str(src.parent / data["policy"])
+    path = tmp / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_weighted_span_scores_match_span_scores_on_repeated_cases() -> None:
+    """The contracts gate resamples contract/category pairs by weighting their matched predictions; that
+    must equal span_scores over the same pairs written out repeatedly."""
+    from signoff.evals.contracts import ContractsRun
+
+    gold = {"c1/law": ["governed by the laws of New York"], "c1/term": ["a term of five years"],
+            "c2/law": ["laws of Delaware"]}
+    preds = {"c1/law": [("laws of New York", 0.9), ("Delaware", 0.7)], "c1/term": [("term of five years", 0.2)],
+             "c2/law": [("laws of the State of Delaware", 0.6), ("New York", 0.3)]}
+    cols: dict[str, list[Any]] = {"id": [], "category": [], "n_gold": [], "shown": [], "ranked": [],
+                                  "threshold": []}
+    for key, ps in preds.items():
+        hits = M.span_hits(ps, gold[key])
+        pairs = [[s, h] for (_t, s), h in zip(ps, hits, strict=True)]
+        for col, value in (("id", key), ("category", key.split("/")[1]), ("n_gold", len(gold[key])),
+                           ("shown", pairs), ("ranked", pairs), ("threshold", 0.5)):
+            cols[col].append(value)
+    run = ContractsRun.__new__(ContractsRun)
+    idx = np.array([0, 0, 2, 1, 2, 2])
+    got = run.values_of(cols, idx)
+    keys = list(preds)
+    flat = [(f"{keys[i]}#{n}", t, s) for n, i in enumerate(idx) for t, s in preds[keys[i]]]
+    want = M.span_scores(flat, {f"{keys[i]}#{n}": gold[keys[i]] for n, i in enumerate(idx)})
+    for name in ("span_precision", "span_recall", "span_f1", "precision_at_80_recall"):
+        assert got[name] == pytest.approx(want[name]), name
+    assert run.values_of(cols)["span_f1"] == pytest.approx(M.span_scores(
+        [(k, t, s) for k, ps in preds.items() for t, s in ps], gold)["span_f1"])
+
+
+def test_renewal_smoke_suite_reports_and_a_worse_model_fails_the_gate(eval_env: dict[str, str | None],
+                                                                      tmp_path: Path) -> None:
+    base = tmp_path / "baselines"
+    blessed = _cli(eval_env, str(RENEWAL_SMOKE), "--bless", "--baseline-dir", str(base), "--json",
+                   str(tmp_path / "r.json"), "--html", str(tmp_path / "r.html"))
+    assert blessed.exit_code == 0, blessed.output
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["agent"] == "renewal" and doc["n"] == 400 and doc["n_train"] == 1500
+    assert set(doc["metrics"]) == {"roc_auc", "pr_auc", "brier", "ece", "lift_top_decile"}
+    assert doc["metrics"]["roc_auc"] > 0.8 and doc["metrics"]["lift_top_decile"] > 2
+    assert 'id="reliability-renewal-smoke"' in (tmp_path / "r.html").read_text()
+    stored = json.loads((base / "renewal-smoke.json").read_text())
+    assert stored["agent"] == "renewal" and len(stored["cases"]["id"]) == 400
+    committed = json.loads((ROOT / "evals" / "baselines" / "renewal-smoke.json").read_text())
+    assert committed["suite"] == "renewal-smoke" and committed["cases"]["id"] == stored["cases"]["id"]
+
+    same = _cli(eval_env, str(RENEWAL_SMOKE), "--baseline-dir", str(base), "--json", str(tmp_path / "s.json"))
+    assert same.exit_code == 0, same.output
+    cmp_ = json.loads((tmp_path / "s.json").read_text())["comparison"]
+    assert cmp_["passed"] and cmp_["n_shared"] == 400 and all(c["delta"] == 0 for c in cmp_["changes"])
+
+    # a deliberately worse model: the account's tenure and contract commitment are withheld
+    worse = _copy_suite(RENEWAL_SMOKE, tmp_path, "worse.yaml", drop_features=["tenure_months", "commitment"])
+    failed = _cli(eval_env, str(worse), "--baseline-dir", str(base), "--json", str(tmp_path / "w.json"))
+    assert failed.exit_code == 1, failed.output
+    cmp_ = json.loads((tmp_path / "w.json").read_text())["comparison"]
+    regressed = {c["metric"] for c in cmp_["changes"] if c["regressed"]}
+    assert "roc_auc" in regressed and not cmp_["passed"] and "regression" in failed.output
+    assert all(c["test"] == "paired bootstrap" and c["p_worse"] < 0.05 for c in cmp_["changes"] if c["regressed"])
+    # an unknown feature is a suite error, not a silent no-op
+    typo = _copy_suite(RENEWAL_SMOKE, tmp_path, "typo.yaml", drop_features=["tenure"])
+    assert _cli(eval_env, str(typo), "--baseline-dir", str(base)).exit_code == 2
+
+
+def test_contracts_smoke_suite_scores_spans_resumes_and_gates(eval_env: dict[str, str | None],
+                                                              tmp_path: Path) -> None:
+    base = tmp_path / "baselines"
+    first = _cli(eval_env, str(CONTRACTS_SMOKE), "--bless", "--baseline-dir", str(base), "--json",
+                 str(tmp_path / "c.json"), "--html", str(tmp_path / "c.html"))
+    assert first.exit_code == 0, first.output
+    doc = json.loads((tmp_path / "c.json").read_text())
+    assert doc["agent"] == "contracts" and doc["contracts"] == 2 and doc["n"] == 6  # 2 contracts x 3 categories
+    assert set(doc["metrics"]) == {"span_f1", "span_precision", "span_recall", "precision_at_80_recall", "aupr"}
+    assert set(doc["per_category"]) == {"Parties", "Agreement Date", "Governing Law"}
+    assert doc["per_category"]["Agreement Date"]["threshold"] == 0.05  # the suite's clause policy
+    assert doc["metrics"]["span_f1"] > 0 and 0 < doc["metrics"]["aupr"] <= 1
+    assert sum(r["n_gold"] for r in doc["per_category"].values()) == 13
+    assert 'id="categories-contracts-smoke"' in (tmp_path / "c.html").read_text()
+
+    again = _cli(eval_env, str(CONTRACTS_SMOKE), "--baseline-dir", str(base), "--json", str(tmp_path / "d.json"))
+    assert again.exit_code == 0, again.output
+    doc2 = json.loads((tmp_path / "d.json").read_text())
+    assert doc2["run"]["n_resumed"] == 2 and doc2["run"]["n_computed"] == 0 and doc2["train_seconds"] is None
+    assert doc2["comparison"]["passed"] and doc2["comparison"]["n_shared"] == 6
+    assert doc2["metrics"] == doc["metrics"]
+    committed = json.loads((ROOT / "evals" / "baselines" / "contracts-smoke.json").read_text())
+    assert committed["agent"] == "contracts" and len(committed["cases"]["id"]) == 6

@@ -77,6 +77,9 @@ def eval_command(
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Ignore a previous partial run of the same suite/model/data and score from scratch.")
     ] = False,
+    record: Annotated[bool, typer.Option(
+        "--record", help="backend: llm suites: call the configured endpoint (SIGNOFF_LLM_BASE_URL, "
+        "SIGNOFF_LLM_API_KEY) and re-record the suite's cassette instead of replaying it.")] = False,
     export_decisions: Annotated[Path | None, typer.Option(
         "--export-decisions", help="Write the decided proposals of the approvals store as a JSONL of recorded "
         "human decisions (a suite's 'decisions:' file); suites are optional with it.")] = None,
@@ -95,7 +98,7 @@ def eval_command(
     from signoff.evals.gate import baseline_path, compare, load_baseline
     from signoff.evals.gate import bless as store_baseline
     from signoff.evals.report import print_summary, render_html
-    from signoff.evals.runner import run_suite
+    from signoff.evals.runner import SuiteRun, run_any
     from signoff.evals.suite import find_suite, load_suite
     from signoff.evals.thresholds import recommend
     from signoff.evals.thresholds import write_policy as write_policy_file
@@ -124,11 +127,14 @@ def eval_command(
                 def progress(stage: str, done: int, total: int, task: Any = task, name: str = suite.name) -> None:
                     bar.update(task, description=f"{name}: {stage}", completed=done, total=total)
 
-                run = run_suite(suite, settings, progress=progress, fresh=fresh)
+                run = run_any(suite, settings, progress=progress, fresh=fresh, record=record)
             doc = run.to_json()
             bdir = baseline_dir or suite.directory / "baselines"
             bpath = baseline_path(bdir, suite.name)
-            if recommend_thresholds:
+            if recommend_thresholds and not isinstance(run, SuiteRun):
+                doc["recommendation_note"] = (f"no thresholds recommended: agent {suite.agent} has no "
+                                              "confidence gate here")
+            elif recommend_thresholds:
                 with console.status(f"{suite.name}: recommending thresholds"):
                     doc["recommendation"] = recommend(run, settings, target=target_precision,
                                                       per_class=per_class, source=calibration)

@@ -11,7 +11,8 @@ a paired test says the worsening is significant at the suite's ``alpha`` (one-si
 * every other metric: paired bootstrap (1,000 resamples of the shared cases, the same resample for both
   runs); the p-value is the share of resamples in which the new run is not worse.
 
-A regression makes ``signoff eval`` exit 1 and name the metric.
+A regression makes ``signoff eval`` exit 1 and name the metric. Contracts and renewal suites are gated
+the same way, every metric by paired bootstrap over their cases (:mod:`signoff.evals.paired`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 
 from signoff.errors import DataError
 from signoff.evals import metrics as M
+from signoff.evals.paired import PairedRun, compare_paired
 from signoff.evals.runner import CaseArrays, SuiteRun, accepted, compute_metrics
 from signoff.evals.suite import DIRECTION
 from signoff.guardrails.policy import Policy
@@ -37,9 +39,16 @@ def baseline_path(baseline_dir: Path, suite_name: str) -> Path:
     return baseline_dir / f"{suite_name}.json"
 
 
-def bless(run: SuiteRun, baseline_dir: Path) -> Path:
+def bless(run: SuiteRun | PairedRun, baseline_dir: Path) -> Path:
     """Store ``run`` as the suite's baseline (atomically)."""
     baseline_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(run, PairedRun):
+        path = baseline_path(baseline_dir, run.suite.name)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(run.baseline_doc(BASELINE_FORMAT), separators=(",", ":"), ensure_ascii=False)
+                       + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return path
     summary = run.to_json()
     doc = {
         "format": BASELINE_FORMAT,
@@ -147,8 +156,12 @@ def _metric_fn(name: str, threshold: float | None, oos_label: str | None,
     return value
 
 
-def compare(run: SuiteRun, baseline: dict[str, Any], *, rounds: int = 1000) -> Comparison:
+def compare(run: SuiteRun | PairedRun, baseline: dict[str, Any], *, rounds: int = 1000) -> Comparison:
     """Compare ``run`` with a stored baseline on their shared cases; see the module docstring."""
+    if isinstance(run, PairedRun):
+        return compare_paired(run, baseline, rounds=rounds)
+    if baseline.get("agent", "triage") != "triage":
+        raise DataError(f"suite {run.suite.name}: the baseline is for agent {baseline.get('agent')}; re-bless it")
     base_all = CaseArrays.from_columns(baseline["cases"])
     new_pos = {cid: i for i, cid in enumerate(run.arrays.ids)}
     base_pos = {cid: i for i, cid in enumerate(base_all.ids)}

@@ -256,6 +256,58 @@ def _interpolated(precision: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(precision[::-1])[::-1] if precision.size else precision
 
 
+def span_hits(predictions: Sequence[tuple[str, float]], gold: Sequence[str], *, jaccard: float = 0.5) -> list[bool]:
+    """Which of one key's predicted ``(text, score)`` spans match a gold span, in the given order:
+    walking from the highest score down (ties: in the given order), a prediction is a hit when its
+    word-level Jaccard with a not yet matched gold span is >= ``jaccard`` (greedy, best overlap first)."""
+    pool = list(gold)
+    hits = [False] * len(predictions)
+    for i in sorted(range(len(predictions)), key=lambda k: -predictions[k][1]):
+        if not pool:
+            break
+        sims = [word_jaccard(predictions[i][0], g) for g in pool]
+        best = int(np.argmax(sims))
+        if sims[best] >= jaccard:
+            hits[i] = True
+            pool.pop(best)
+    return hits
+
+
+def span_scores_from_hits(
+    scores: Any,
+    hits: Any,
+    n_gold: float,
+    *,
+    weights: Any = None,
+    recall_levels: Sequence[float] = (0.8,),
+) -> dict[str, Any]:
+    """:func:`span_scores` from already matched predictions (``scores``, ``hits``) and the number of gold
+    spans; ``weights`` (e.g. bootstrap counts of each prediction's case) count predictions repeatedly."""
+    sc = np.asarray(scores, dtype=np.float64)
+    h = np.asarray(hits, dtype=np.float64)
+    w = np.ones(sc.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    order = np.argsort(-sc, kind="stable")
+    hw, ww = (h * w)[order], w[order]
+    tp, n_pred = float(hw.sum()), float(ww.sum())
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_gold if n_gold else 0.0
+    out: dict[str, Any] = {
+        "span_precision": precision,
+        "span_recall": recall,
+        "span_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "n_pred": int(round(n_pred)),
+        "n_gold": int(round(n_gold)),
+    }
+    cum_tp, cum_n = np.cumsum(hw), np.cumsum(ww)
+    raw = np.divide(cum_tp, cum_n, out=np.zeros(sc.size), where=cum_n > 0)
+    prec_curve = _interpolated(raw)
+    rec_curve = cum_tp / n_gold if n_gold else np.zeros(sc.size)
+    for level in recall_levels:
+        reached = np.flatnonzero((rec_curve >= level - 1e-12) & (ww > 0))
+        out[f"precision_at_{round(level * 100)}_recall"] = float(prec_curve[reached[0]]) if reached.size else 0.0
+    return out
+
+
 def span_scores(
     predictions: Sequence[tuple[str, str, float]],
     gold: Mapping[str, Sequence[str]],
@@ -268,40 +320,20 @@ def span_scores(
     ``predictions`` are ``(key, text, score)``, where the key groups spans that may match each other
     (e.g. ``"contract-7/Governing Law"``); ``gold`` maps each key to its expert spans. Walking the
     predictions from the highest score down, one is a true positive when its word-level Jaccard with a
-    not yet matched gold span of the same key is ≥ ``jaccard`` (greedy, best overlap first).
-    ``precision_at_80_recall`` is the interpolated precision at the first point reaching 80 % recall
-    (0 if it is never reached), as in CUAD's evaluation script.
+    not yet matched gold span of the same key is ≥ ``jaccard`` (greedy, best overlap first,
+    :func:`span_hits`). ``precision_at_80_recall`` is the interpolated precision at the first point
+    reaching 80 % recall (0 if it is never reached), as in CUAD's evaluation script.
     """
     n_gold = sum(len(v) for v in gold.values())
-    unmatched = {k: list(v) for k, v in gold.items()}
-    ordered = sorted(predictions, key=lambda t: -t[2])
-    hits = np.zeros(len(ordered), dtype=bool)
-    for i, (key, text, _score) in enumerate(ordered):
-        pool = unmatched.get(key) or []
-        if not pool:
-            continue
-        sims = [word_jaccard(text, g) for g in pool]
-        best = int(np.argmax(sims))
-        if sims[best] >= jaccard:
-            hits[i] = True
-            pool.pop(best)
-    tp = int(hits.sum())
-    precision = tp / len(ordered) if ordered else 0.0
-    recall = tp / n_gold if n_gold else 0.0
-    out: dict[str, Any] = {
-        "span_precision": precision,
-        "span_recall": recall,
-        "span_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-        "n_pred": len(ordered),
-        "n_gold": n_gold,
-    }
-    cum_tp = np.cumsum(hits)
-    prec_curve = _interpolated(cum_tp / np.arange(1, len(ordered) + 1)) if ordered else np.zeros(0)
-    rec_curve = cum_tp / n_gold if n_gold else np.zeros(len(ordered))
-    for level in recall_levels:
-        reached = np.flatnonzero(rec_curve >= level - 1e-12)
-        out[f"precision_at_{round(level * 100)}_recall"] = float(prec_curve[reached[0]]) if reached.size else 0.0
-    return out
+    by_key: dict[str, list[int]] = {}
+    for i, (key, _text, _score) in enumerate(predictions):
+        by_key.setdefault(key, []).append(i)
+    hits = [False] * len(predictions)
+    for key, idx in by_key.items():
+        for i, hit in zip(idx, span_hits([(predictions[i][1], predictions[i][2]) for i in idx], gold.get(key) or [],
+                                         jaccard=jaccard), strict=True):
+            hits[i] = hit
+    return span_scores_from_hits([p[2] for p in predictions], hits, n_gold, recall_levels=recall_levels)
 
 
 # --- ranking ---------------------------------------------------------------------------------------

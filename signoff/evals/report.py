@@ -51,8 +51,8 @@ def _xy(fx: float, fy: float) -> tuple[float, float]:
     return x0 + fx * (x1 - x0), y0 - fy * (y0 - y1)
 
 
-def reliability_svg(bins: list[dict[str, Any]], suite: str) -> str:
-    parts = _axes("Reliability diagram", "confidence", "accuracy")
+def reliability_svg(bins: list[dict[str, Any]], suite: str, *, ylabel: str = "accuracy") -> str:
+    parts = _axes("Reliability diagram", "confidence", ylabel)
     a, b = _xy(0, 0), _xy(1, 1)
     parts.append(f'<line x1="{a[0]}" y1="{a[1]}" x2="{b[0]}" y2="{b[1]}" class="diag"/>')
     total = sum(r["count"] for r in bins) or 1
@@ -197,8 +197,12 @@ def suite_html(doc: dict[str, Any]) -> str:
                               "REGRESSED" if c["regressed"] else ""] for c in cmp_["changes"]],
                             ["metric", "baseline", "now", "delta", "tolerance", "p (worse)", ""]))
         mc = cmp_["mcnemar"]
-        parts.append(f"<p>Paired cases: {cmp_['n_shared']}; right before and wrong now: {mc['b']}, "
-                     f"wrong before and right now: {mc['c']} (McNemar p={_fmt(mc['p_value'], 3)}).</p>")
+        if mc:
+            parts.append(f"<p>Paired cases: {cmp_['n_shared']}; right before and wrong now: {mc['b']}, "
+                         f"wrong before and right now: {mc['c']} (McNemar p={_fmt(mc['p_value'], 3)}).</p>")
+        else:
+            parts.append(f"<p>Paired {html.escape(doc.get('unit', 'case'))}s: {cmp_['n_shared']} "
+                         "(paired bootstrap, 1,000 resamples).</p>")
     elif doc.get("baseline_note"):
         parts.append(f"<p>{html.escape(doc['baseline_note'])}</p>")
     rec = doc.get("recommendation")
@@ -211,13 +215,25 @@ def suite_html(doc: dict[str, Any]) -> str:
                             ["action", "threshold", "coverage (cal.)", "precision (cal.)", "coverage (suite)",
                              "precision (suite)", "current"]))
     coverage = doc["metrics"].get("coverage")
-    parts.append('<div class="plots">' + reliability_svg(doc["reliability"], name)
-                 + risk_coverage_svg(doc["risk_coverage"], coverage, name)
-                 + confusion_svg(doc["confusion"]["labels"], doc["confusion"]["matrix"], name) + "</div>")
-    worst = sorted(doc["per_class"].items(), key=lambda kv: kv[1]["f1"])[:15]
-    parts.append("<h3>Weakest classes (F1)</h3>")
-    parts.append(_table([[k, v["precision"], v["recall"], v["f1"], v["support"]] for k, v in worst],
-                        ["class", "precision", "recall", "F1", "support"]))
+    plots = []
+    if doc.get("reliability"):
+        plots.append(reliability_svg(doc["reliability"], name, ylabel=doc.get("reliability_axis", "accuracy")))
+    if doc.get("risk_coverage"):
+        plots.append(risk_coverage_svg(doc["risk_coverage"], coverage, name))
+    if doc.get("confusion"):
+        plots.append(confusion_svg(doc["confusion"]["labels"], doc["confusion"]["matrix"], name))
+    if plots:
+        parts.append('<div class="plots">' + "".join(plots) + "</div>")
+    if doc.get("per_class"):
+        worst = sorted(doc["per_class"].items(), key=lambda kv: kv[1]["f1"])[:15]
+        parts.append("<h3>Weakest classes (F1)</h3>")
+        parts.append(_table([[k, v["precision"], v["recall"], v["f1"], v["support"]] for k, v in worst],
+                            ["class", "precision", "recall", "F1", "support"]))
+    if doc.get("per_category"):
+        rows = list(doc["per_category"].items())
+        head = list(rows[0][1])
+        parts.append(f'<h3 id="categories-{html.escape(name)}">Per category</h3>')
+        parts.append(_table([[k, *[v.get(h) for h in head]] for k, v in rows], ["category", *head]))
     return "".join(parts)
 
 
@@ -264,15 +280,19 @@ def print_summary(console: Console, doc: dict[str, Any]) -> None:
         console.print(dt)
     cost = doc["cost"]
     console.print(f"threshold {_fmt(doc['threshold'], 3)} ({doc['threshold_source']}); "
-                  f"{cost['model_calls']} model calls, {_fmt(cost['latency_ms_per_case'], 2)} ms/case, tokens 0; "
+                  f"{cost['model_calls']} model calls, {_fmt(cost['latency_ms_per_case'], 2)} ms/case, "
+                  f"tokens {cost.get('tokens', 0)}; "
                   f"train {doc['train_seconds'] if doc['train_seconds'] is not None else 'cached'} s; "
                   f"run {doc['runtime_seconds']} s ({doc['run']['n_resumed']} cases resumed)")
     if cmp_:
         for note in cmp_["notes"]:
             console.print(f"[dim]note: {note}[/]")
         mc = cmp_["mcnemar"]
-        console.print(f"paired cases {cmp_['n_shared']}: {mc['c']} fixed, {mc['b']} broken "
-                      f"(McNemar p={_fmt(mc['p_value'], 3)})")
+        if mc:
+            console.print(f"paired cases {cmp_['n_shared']}: {mc['c']} fixed, {mc['b']} broken "
+                          f"(McNemar p={_fmt(mc['p_value'], 3)})")
+        else:
+            console.print(f"paired {doc.get('unit', 'case')}s {cmp_['n_shared']} (paired bootstrap)")
     elif doc.get("baseline_note"):
         console.print(f"[dim]{doc['baseline_note']}[/]")
     rec = doc.get("recommendation")

@@ -474,3 +474,29 @@ def load_suite_decisions(suite: Suite, settings: Settings) -> tuple[dict[str, fl
     path = resolve_path(suite.decisions, suite, settings.public_data_dir, what="decisions file")
     values, detail = decision_metrics(load_decisions(path))
     return values, {"file": str(path), "sha256": file_sha256(path), **detail}
+
+
+def run_any(
+    suite: Suite,
+    settings: Settings,
+    *,
+    progress: ProgressFn | None = None,
+    fresh: bool = False,
+    record: bool = False,
+) -> Any:
+    """Run a suite of any agent: triage (embedded or ``backend: llm``), contracts or renewal."""
+    if suite.agent == "renewal":
+        from signoff.evals.renewal import run_renewal
+
+        return run_renewal(suite, settings, progress=progress)
+    if suite.agent == "contracts":
+        from signoff.evals.contracts import run_contracts
+
+        return run_contracts(suite, settings, progress=progress, fresh=fresh)
+    if suite.backend == "llm":
+        from signoff.evals.llm import run_llm_suite
+
+        return run_llm_suite(suite, settings, progress=progress, fresh=fresh, record=record)
+    if record:
+        raise DataError(f"suite {suite.name}: --record is for backend: llm suites")
+    return run_suite(suite, settings, progress=progress, fresh=fresh)

@@ -3,7 +3,8 @@
 A suite, for shape::
 
     name: triage-banking77              # baselines are stored as baselines/<name>.json
-    agent: triage                       # only the triage agent's classify + decide step for now
+    agent: triage                       # triage | contracts (CUAD spans) | renewal (Telco churn)
+    backend: embedded                   # triage only: embedded (default) | llm (replayed cassette)
     dataset:                            # the cases to score
       path: tickets/banking77_test.jsonl   # relative to the suite file, else to SIGNOFF_PUBLIC_DATA_DIR
       text_field: text
@@ -23,6 +24,14 @@ A suite, for shape::
     decisions: null                     # recorded human decisions (JSONL, see signoff/evals/decisions.py):
                                         # adds approval_rate, edit_rate, reject_rate, mean_edit_distance,
                                         # gate_overcaution (reported, not gated: they do not depend on the model)
+
+``agent: contracts`` (:mod:`signoff.evals.contracts`): ``dataset``/``train`` are CUAD JSONL files (one
+contract a line; ``limit``/``sample``/``ids`` pick contracts), ``categories`` restricts the scored key
+terms; metrics span_f1, span_precision, span_recall (what the agent shows), precision_at_80_recall and
+aupr (ranked candidates). ``agent: renewal`` (:mod:`signoff.evals.renewal`): Telco CSVs (``label_field:
+Churn``, ``id_field: customerID``); metrics roc_auc, pr_auc, brier, ece, lift_top_decile. Both are gated
+with a paired bootstrap over their cases (a contract/category pair; an account). ``backend: llm``
+(:mod:`signoff.evals.llm`) needs an ``llm:`` block naming the model, labels and the cassette.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -55,6 +65,10 @@ METRICS: dict[str, bool] = {
     "precision_at_80_recall": True,
     "roc_auc": True,
     "pr_auc": True,
+    "span_precision": True,
+    "span_recall": True,
+    "aupr": True,
+    "lift_top_decile": True,
 }
 #: Secondary figures a tolerance may also name.
 SECONDARY: dict[str, bool] = {
@@ -64,6 +78,16 @@ SECONDARY: dict[str, bool] = {
 }
 DIRECTION: dict[str, bool] = METRICS | SECONDARY
 TRIAGE_METRICS = ["accuracy", "macro_f1", "ece", "brier", "coverage", "selective_accuracy", "oos_recall"]
+CONTRACT_METRICS = ["span_f1", "span_precision", "span_recall", "precision_at_80_recall", "aupr"]
+RENEWAL_METRICS = ["roc_auc", "pr_auc", "brier", "ece", "lift_top_decile"]
+#: The metrics (and tolerances) each agent's suites may name.
+AGENT_METRICS: dict[str, set[str]] = {
+    "triage": set(TRIAGE_METRICS) | {"in_scope_accuracy", "team_accuracy", "aurc"} | set(DECISION_METRICS),
+    "contracts": set(CONTRACT_METRICS),
+    "renewal": set(RENEWAL_METRICS),
+}
+DEFAULT_METRICS: dict[str, list[str]] = {"triage": TRIAGE_METRICS, "contracts": CONTRACT_METRICS,
+                                         "renewal": RENEWAL_METRICS}
 
 
 class DataRef(BaseModel):
@@ -76,16 +100,43 @@ class DataRef(BaseModel):
     label_field: str = "intent"
     id_field: str | None = "id"
     limit: int | None = Field(default=None, gt=0)
+    ids: list[str] | None = None
+    """Only these ids (in file order), before ``limit``; a missing id is an error."""
     sample: Literal["spread", "first", "random"] = "spread"
     """``spread``: evenly spaced rows (the files are sorted by label); ``random``: seeded."""
     seed: int = 0
+
+
+class LLMSpec(BaseModel):
+    """How a ``backend: llm`` suite reaches its model: replayed from ``cassette`` unless ``--record``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    """The model name sent to the endpoint (part of every recorded request)."""
+    labels: list[str] = Field(min_length=2)
+    """The label set the model chooses from (the prompt lists it)."""
+    cassette: str
+    """vcrpy cassette, relative to the suite file (e.g. ``cassettes/llm-smoke.yaml``)."""
+    confidence: Literal["auto", "logprobs", "samples"] = "auto"
+    samples: int = Field(default=5, ge=2)
+    max_tokens: int = Field(default=64, gt=0)
+    timeout: float = Field(default=120.0, gt=0)
 
 
 class Suite(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
-    agent: Literal["triage"]
+    agent: Literal["triage", "contracts", "renewal"]
+    backend: Literal["embedded", "llm"] = "embedded"
+    """triage only: ``llm`` scores with :class:`~signoff.llm.openai_backend.LLMClassifier`, replayed
+    from the suite's cassette (``llm:``)."""
+    llm: LLMSpec | None = None
+    categories: list[str] | None = None
+    """contracts only: score these CUAD categories (default: every category the agent extracts)."""
+    drop_features: list[str] | None = None
+    """renewal only: blank these account features in training and scoring (an ablation)."""
     description: str = ""
     dataset: DataRef
     train: DataRef | None = None
@@ -94,7 +145,8 @@ class Suite(BaseModel):
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     policy: str | None = None
     oos_label: str | None = None
-    metrics: list[str] = Field(default_factory=lambda: list(TRIAGE_METRICS))
+    metrics: list[str] = Field(default_factory=list)
+    """Default: the agent's usual metrics (:data:`DEFAULT_METRICS`)."""
     tolerances: dict[str, float] = Field(default_factory=dict)
     alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
     batch_size: int = Field(default=256, gt=0)
@@ -129,8 +181,27 @@ class Suite(BaseModel):
 
     @model_validator(mode="after")
     def _one_model_source(self) -> Suite:
-        if (self.train is None) == (self.model is None):
+        if not self.metrics:
+            self.metrics = list(DEFAULT_METRICS[self.agent])
+        allowed = AGENT_METRICS[self.agent]
+        wrong = [m for m in [*self.metrics, *self.tolerances] if m not in allowed]
+        if wrong:
+            raise ValueError(f"agent {self.agent} has no metric {sorted(set(wrong))}; its metrics: {sorted(allowed)}")
+        if self.backend == "llm":
+            if self.agent != "triage":
+                raise ValueError("backend: llm is for agent: triage")
+            if self.llm is None:
+                raise ValueError("backend: llm needs an 'llm:' block (model, labels, cassette)")
+            if self.train is not None or self.model is not None:
+                raise ValueError("backend: llm takes no 'train' or 'model' (the LLM is the model)")
+        elif self.llm is not None:
+            raise ValueError("an 'llm:' block needs backend: llm")
+        elif (self.train is None) == (self.model is None):
             raise ValueError("give exactly one of 'train' (data to fit the model on) or 'model' (a trained one)")
+        if self.categories is not None and self.agent != "contracts":
+            raise ValueError("'categories' is for agent: contracts")
+        if self.drop_features is not None and self.agent != "renewal":
+            raise ValueError("'drop_features' is for agent: renewal")
         if self.decisions is None and any(m in DECISION_METRICS for m in self.metrics):
             raise ValueError("decision metrics need 'decisions' (a JSONL of recorded human decisions)")
         return self
@@ -242,6 +313,19 @@ def _sample(n: int, ref: DataRef) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, ref.limit).round().astype(np.int64).tolist()))
 
 
+def select(ids: Sequence[str], ref: DataRef, path: Path) -> list[int]:
+    """Row positions ``ref`` keeps: its ``ids`` (in file order; a missing one is an error), then ``limit``."""
+    if ref.ids is not None:
+        wanted = set(ref.ids)
+        missing = sorted(wanted - set(ids))
+        if missing:
+            raise DataError(f"{path}: no record with id {missing[:5]}")
+        pos = [i for i, cid in enumerate(ids) if cid in wanted]
+    else:
+        pos = list(range(len(ids)))
+    return [pos[i] for i in _sample(len(pos), ref)]
+
+
 def load_cases(ref: DataRef, suite: Suite, public_data_dir: Path) -> Cases:
     """Read, validate (errors name file and line) and sample the labelled cases ``ref`` points at."""
     path = resolve_data(ref, suite, public_data_dir)
@@ -261,5 +345,5 @@ def load_cases(ref: DataRef, suite: Suite, public_data_dir: Path) -> Cases:
         raise DataError(f"{path}: no labelled records")
     if len(set(ids)) != len(ids):
         raise DataError(f"{path}: ids in {ref.id_field!r} are not unique; set id_field: null to use row numbers")
-    keep = _sample(len(ids), ref)
+    keep = select(ids, ref, path)
     return Cases([ids[i] for i in keep], [texts[i] for i in keep], [labels[i] for i in keep], path)
