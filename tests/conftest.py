@@ -217,10 +217,29 @@ class Live:
 
 
 @pytest.fixture
-def start_server(settings: Settings, model_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Live]]:
-    """Start Signoff (uvicorn, real sockets) with a Slack stand-in; policy overrides as keyword arguments."""
+def serve_db(request: pytest.FixtureRequest) -> str:
+    """Where ``start_server`` keeps its state: ``sqlite`` (default) or ``postgres`` (a fresh schema of the
+    session's throwaway database). Parametrize a test with ``serve_db``, or run whole modules on Postgres
+    with ``SIGNOFF_TEST_SERVE_DB=postgres``."""
+    return str(getattr(request, "param", None) or os.environ.get("SIGNOFF_TEST_SERVE_DB", "sqlite"))
+
+
+#: ``@both_dbs`` runs a server test once on SQLite and once on Postgres.
+both_dbs = pytest.mark.parametrize("serve_db", ["sqlite", "postgres"], indirect=True)
+
+
+@pytest.fixture
+def start_server(settings: Settings, model_dir: Path, tmp_path: Path, serve_db: str,
+                 request: pytest.FixtureRequest) -> Iterator[Callable[..., Live]]:
+    """Start Signoff (uvicorn, real sockets) with a Slack stand-in; policy overrides as keyword arguments.
+    On ``serve_db == "postgres"`` every server started by one test shares one fresh Postgres schema."""
     import httpx
     from pydantic import SecretStr
+
+    if serve_db == "postgres":
+        settings = settings.model_copy(update={"database_url": request.getfixturevalue("postgres_url")})
+    elif serve_db != "sqlite":
+        pytest.fail(f"serve_db must be sqlite or postgres, not {serve_db!r}")
 
     from signoff.sandbox.slack import SlackStandIn
     from signoff.server.app import create_app

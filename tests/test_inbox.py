@@ -34,7 +34,7 @@ def settings(settings: Settings, tmp_path: Any) -> Settings:
 
 
 def add_users(live: Live) -> None:
-    store = UserStore(live.settings.state_db_path)
+    store = UserStore(live.svc.rt.statedb)
     for name, (identity, password) in USERS.items():
         store.add(name, identity, password, replace=True)
 

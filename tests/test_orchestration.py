@@ -106,7 +106,7 @@ def bearer(key: str) -> dict[str, str]:
 def test_runs_keys_scopes_events_signed_retried_in_order(start_server: Callable[..., Live],
                                                         receivers: Callable[..., Receiver]) -> None:
     live = start_server(channel="inbox")
-    keys = ApiKeyStore(live.settings.state_db_path)
+    keys = ApiKeyStore(live.svc.rt.statedb)
     _, starter = keys.create("n8n", ["start", "read"])
     _, decider = keys.create("approver-bot", ["decide", "read"], actor="cli:lead")
     revoked_info, revoked = keys.create("old", ["start", "read", "decide"])

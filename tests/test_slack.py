@@ -408,8 +408,13 @@ def test_standin_ui_lists_messages_and_its_buttons_deliver_signed_clicks(start_s
     said = live.http.post(f"{live.slack.url}/_fake/say", data={"csrf": token, "as": LEAD, "text": "hello"})
     assert said.status_code == 303
     wait_for(lambda: any("triage 4312" in m["text"] for m in live.slack.messages_in("D" + LEAD[1:])), what="help")
-    page = live.http.get(f"{live.slack.url}/_fake/ui", params={"as": LEAD}).text
-    assert "click: the app answered 200" in page and "Executed" in page
+    # The messages show "Executed" once the resumed run has refreshed them (just after the store says so).
+    def shown() -> str | None:
+        text = live.http.get(f"{live.slack.url}/_fake/ui", params={"as": LEAD}).text
+        return text if "Executed" in text else None
+
+    page = str(wait_for(shown, what="Executed shown"))
+    assert "click: the app answered 200" in page
 
 
 def test_serve_slack_standin_points_the_server_at_a_fresh_standin(settings: Any, tmp_path: Any) -> None:

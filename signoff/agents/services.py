@@ -26,6 +26,7 @@ from signoff.guardrails.audit import AuditLog
 from signoff.guardrails.executor import Executor
 from signoff.guardrails.policy import Policy, load_policy
 from signoff.guardrails.state import open_state
+from signoff.guardrails.statedb import StateDB
 from signoff.guardrails.store import ApprovalStore
 from signoff.integrations.odoo import OdooReader, connect_reader, connect_writer
 from signoff.integrations.odoo_approvals import OdooApprovalChannel
@@ -79,6 +80,8 @@ class Runtime:
     reader: OdooReader
     odoo_channel: OdooApprovalChannel
     """Approval activities in Odoo for actions whose policy channel is ``odoo``."""
+    statedb: StateDB
+    """The state database (SQLite file or the Postgres pool) for the server's own tables."""
     checkpointer: BaseCheckpointSaver[Any] | None = field(default=None, repr=False)
     """The Postgres checkpointer (shared by every agent) when ``database_url`` is set; None on SQLite."""
 
@@ -139,11 +142,11 @@ def open_runtime(settings: Settings, *, classifier: Classifier | None = None) ->
             state.close()
             raise
         approvals = Approvals(store, audit, policy)
-        channel = OdooApprovalChannel(live.state_db_path, store, audit, approvals, reader,
+        channel = OdooApprovalChannel(state.statedb, store, audit, approvals, reader,
                                       lambda: connect_writer(live))
         try:
             yield Runtime(live, policy, store, audit, executor, approvals, TriageRunner(services, checkpointer),
-                          reader, channel, checkpointer=checkpointer if live.database_url else None)
+                          reader, channel, state.statedb, checkpointer=checkpointer if live.database_url else None)
         finally:
             _close_checkpointer(checkpointer)
             state.close()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from signoff.config import Settings
 from signoff.guardrails.audit import AuditLog, SqliteAuditLog
+from signoff.guardrails.statedb import StateDB
 from signoff.guardrails.store import ApprovalStore, SqliteApprovalStore
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 class State:
     store: ApprovalStore
     audit: AuditLog
+    statedb: StateDB
+    """The same database for the server's own tables and views (:mod:`signoff.guardrails.statedb`)."""
     db: PostgresDatabase | None = None
     """The Postgres pool when ``database_url`` is set (close it with :meth:`close`)."""
 
@@ -38,9 +41,10 @@ def open_state(settings: Settings) -> State:
         from signoff.guardrails.postgres import PostgresApprovalStore, PostgresAuditLog, PostgresDatabase
 
         db = PostgresDatabase(settings.database_url)
-        return State(PostgresApprovalStore(db), PostgresAuditLog(db), db)
+        return State(PostgresApprovalStore(db), PostgresAuditLog(db), StateDB(postgres=db), db)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return State(SqliteApprovalStore(settings.state_db_path), SqliteAuditLog(settings.state_db_path))
+    return State(SqliteApprovalStore(settings.state_db_path), SqliteAuditLog(settings.state_db_path),
+                 StateDB.sqlite(settings.state_db_path))
 
 
 @contextmanager

@@ -32,7 +32,8 @@ from signoff.domain import Decision, Proposal, utcnow
 from signoff.errors import AlreadyDecided, InvalidDecision, NotAuthorised, OdooError
 from signoff.guardrails.approvals import Approvals
 from signoff.guardrails.audit import AuditLog
-from signoff.guardrails.store import ApprovalStore, SqliteFile
+from signoff.guardrails.statedb import StateDB, as_statedb
+from signoff.guardrails.store import ApprovalStore
 from signoff.integrations.odoo import OdooReader, OdooWriter
 
 log = logging.getLogger(__name__)
@@ -77,11 +78,10 @@ def _note(p: Proposal) -> str:
 
 
 class OdooApprovalChannel:
-    def __init__(self, state_db: Path, store: ApprovalStore, audit: AuditLog, approvals: Approvals,
+    def __init__(self, state_db: StateDB | Path, store: ApprovalStore, audit: AuditLog, approvals: Approvals,
                  reader: OdooReader, writer_factory: Callable[[], OdooWriter]) -> None:
-        self.db = SqliteFile(state_db)
-        with self.db.connect() as conn:
-            conn.executescript(_SCHEMA)
+        self.db = as_statedb(state_db)
+        self.db.ensure(_SCHEMA)
         self.store, self.audit, self.approvals, self.reader = store, audit, approvals, reader
         self._writer_factory = writer_factory
         self._writer: OdooWriter | None = None
@@ -132,8 +132,9 @@ class OdooApprovalChannel:
                 "note": _note(p), "user_id": uid, "date_deadline": deadline,
             })
         with self.db.connect(write=True) as conn:
-            conn.execute("INSERT OR IGNORE INTO odoo_activities (proposal_id, activity_id, approver_uid, posted_at)"
-                         " VALUES (?, ?, ?, ?)", (p.id, activity_id, uid, utcnow().isoformat()))
+            conn.execute("INSERT INTO odoo_activities (proposal_id, activity_id, approver_uid, posted_at)"
+                         " VALUES (?, ?, ?, ?) ON CONFLICT (proposal_id) DO NOTHING",
+                         (p.id, activity_id, uid, utcnow().isoformat()))
         self.audit.append("proposal.posted", p.id, ACTOR,
                           {"channel": "odoo", "activity": activity_id, "assignee": f"odoo:{uid}"},
                           thread_id=p.thread_id)

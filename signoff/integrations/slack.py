@@ -20,7 +20,7 @@ from slack_sdk.errors import SlackApiError
 
 from signoff.domain import PRIORITY_NAMES, Proposal, utcnow
 from signoff.guardrails.actions import ACTIONS
-from signoff.guardrails.store import SqliteFile
+from signoff.guardrails.statedb import StateDB, as_statedb
 
 log = logging.getLogger(__name__)
 
@@ -198,19 +198,18 @@ class PostedMessage:
 
 
 class SlackMessages:
-    """The ``slack_messages`` and ``slack_seen`` tables in the state database (SQLite, multi-process safe)."""
+    """The ``slack_messages`` and ``slack_seen`` tables in the state database (SQLite or Postgres; safe
+    across processes: a reservation and a seen key are single inserts that only one caller wins)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.db = SqliteFile(path)
-        with self.db.connect() as conn:
-            conn.executescript(_SCHEMA)
+    def __init__(self, db: StateDB | Path) -> None:
+        self.db = as_statedb(db)
+        self.db.ensure(_SCHEMA)
 
     def reserve(self, proposal_id: str) -> bool:
         """Claim the right to post this proposal; False when it is (being) posted already."""
         with self.db.connect(write=True) as conn:
-            cur = conn.execute("INSERT OR IGNORE INTO slack_messages (proposal_id, posted_at) VALUES (?, ?)",
-                               (proposal_id, utcnow().isoformat()))
+            cur = conn.execute("INSERT INTO slack_messages (proposal_id, posted_at) VALUES (?, ?)"
+                               " ON CONFLICT (proposal_id) DO NOTHING", (proposal_id, utcnow().isoformat()))
             return cur.rowcount == 1
 
     def release(self, proposal_id: str) -> None:
@@ -251,7 +250,8 @@ class SlackMessages:
         now = utcnow()
         with self.db.connect(write=True) as conn:
             conn.execute("DELETE FROM slack_seen WHERE at < ?", ((now - keep).isoformat(),))
-            cur = conn.execute("INSERT OR IGNORE INTO slack_seen (key, at) VALUES (?, ?)", (key, now.isoformat()))
+            cur = conn.execute("INSERT INTO slack_seen (key, at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                               (key, now.isoformat()))
             return cur.rowcount == 1
 
 

@@ -58,7 +58,7 @@ import httpx
 
 from signoff.errors import DataError
 from signoff.guardrails.screens import redact
-from signoff.guardrails.store import SqliteFile
+from signoff.guardrails.statedb import StateConn, StateDB, as_statedb
 
 log = logging.getLogger(__name__)
 
@@ -336,12 +336,16 @@ class RetryPolicy:
 
 
 class Outbox:
-    """Subscriptions, events and deliveries in the state database (beside the audit log it tails)."""
+    """Subscriptions, events and deliveries in the state database (beside the audit log it tails).
 
-    def __init__(self, path: Path) -> None:
-        self.db = SqliteFile(path)
-        with self.db.connect() as conn:
-            conn.executescript(_SCHEMA)
+    Several workers on one Postgres: one ingests at a time (``pg_try_advisory_xact_lock``; the others skip
+    the pass), and a delivery is claimed by one compare-and-set update that skips rows another worker has
+    locked (``FOR UPDATE SKIP LOCKED``), so no delivery is sent by two workers at once.
+    """
+
+    def __init__(self, db: StateDB | Path) -> None:
+        self.db = as_statedb(db)
+        self.db.ensure(_SCHEMA)
 
     # -- subscriptions ------------------------------------------------------------------------------
 
@@ -396,6 +400,8 @@ class Outbox:
         made = 0
         while True:
             with self.db.connect(write=True) as conn:
+                if not conn.try_lock("outbox.ingest"):
+                    return made  # another worker is ingesting these very rows
                 if not _has_table(conn, "audit"):
                     return made
                 row = conn.execute("SELECT seq FROM webhook_cursor WHERE name = 'audit'").fetchone()
@@ -416,16 +422,17 @@ class Outbox:
                         continue
                     event = build_event(conn, audit_row, event_type)
                     order_key = event["thread_id"] or event["subject"]
-                    conn.execute("INSERT OR IGNORE INTO webhook_events (id, seq, type, subject, order_key, payload)"
-                                 " VALUES (?, ?, ?, ?, ?, ?)",
+                    conn.execute("INSERT INTO webhook_events (id, seq, type, subject, order_key, payload)"
+                                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                                  (event["id"], seq, event_type, event["subject"], order_key, json.dumps(event)))
                     for sid in targets:
                         conn.execute(
-                            "INSERT OR IGNORE INTO webhook_deliveries (id, event_id, subscription_id, seq, order_key,"
-                            " status, next_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                            "INSERT INTO webhook_deliveries (id, event_id, subscription_id, seq, order_key,"
+                            " status, next_at) VALUES (?, ?, ?, ?, ?, 'pending', ?) ON CONFLICT (id) DO NOTHING",
                             (f"dlv_{event['id'][4:20]}_{sid[4:]}", event["id"], sid, seq, order_key, now))
                     made += 1
-                conn.execute("INSERT OR REPLACE INTO webhook_cursor (name, seq) VALUES ('audit', ?)", (rows[-1][0],))
+                conn.execute("INSERT INTO webhook_cursor (name, seq) VALUES ('audit', ?)"
+                             " ON CONFLICT (name) DO UPDATE SET seq = excluded.seq", (rows[-1][0],))
             if len(rows) < batch:
                 return made
 
@@ -448,6 +455,11 @@ class Outbox:
     def claim(self, delivery_id: str) -> bool:
         """Take a pending delivery for one attempt (compare-and-set: two senders never both send it)."""
         with self.db.connect(write=True) as conn:
+            if conn.postgres:  # a row another worker is claiming right now is skipped, not waited for
+                return conn.execute(
+                    "UPDATE webhook_deliveries SET status = 'sending', claimed_at = ? WHERE id = "
+                    "(SELECT id FROM webhook_deliveries WHERE id = ? AND status = 'pending' FOR UPDATE SKIP LOCKED)"
+                    " AND status = 'pending'", (time.time(), delivery_id)).rowcount == 1
             return conn.execute("UPDATE webhook_deliveries SET status = 'sending', claimed_at = ? "
                                 "WHERE id = ? AND status = 'pending'", (time.time(), delivery_id)).rowcount == 1
 
@@ -467,8 +479,8 @@ class Outbox:
         """Record one attempt; returns the new status (``delivered``, ``pending`` to retry, or ``failed``)."""
         now = time.time() if now is None else now
         with self.db.connect(write=True) as conn:
-            attempts, first = conn.execute("SELECT attempts, first_attempt_at FROM webhook_deliveries WHERE id = ?",
-                                           (delivery_id,)).fetchone()
+            attempts, first = conn.execute("SELECT attempts, first_attempt_at FROM webhook_deliveries WHERE id = ?"
+                                           + conn.for_update, (delivery_id,)).fetchone()
             attempts, first = attempts + 1, first or now
             if ok:
                 new, next_at = "delivered", now
@@ -516,11 +528,11 @@ class Outbox:
         return json.loads(row[0]) if row else None
 
 
-def _has_table(conn: Any, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+def _has_table(conn: StateConn, name: str) -> bool:
+    return conn.has_table(name)
 
 
-def _audit_head(conn: Any) -> int:
+def _audit_head(conn: StateConn) -> int:
     if not _has_table(conn, "audit"):
         return 0
     return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM audit").fetchone()[0])

@@ -24,7 +24,7 @@ from typing import Literal, get_args
 
 from signoff.domain import utcnow
 from signoff.errors import DataError
-from signoff.guardrails.store import SqliteFile
+from signoff.guardrails.statedb import StateDB, as_statedb
 
 Scope = Literal["start", "read", "decide", "admin"]
 SCOPES: tuple[str, ...] = get_args(Scope)
@@ -74,10 +74,9 @@ def hash_key(key: str) -> str:
 
 
 class ApiKeyStore:
-    def __init__(self, path: Path) -> None:
-        self.db = SqliteFile(path)
-        with self.db.connect() as conn:
-            conn.executescript(_SCHEMA)
+    def __init__(self, db: StateDB | Path) -> None:
+        self.db = as_statedb(db)
+        self.db.ensure(_SCHEMA)
 
     def create(self, name: str, scopes: list[str], *, actor: str | None = None) -> tuple[ApiKeyInfo, str]:
         """A new key: its record and the key itself (shown once; only its hash is kept)."""

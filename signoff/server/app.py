@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from signoff.agents.services import Runtime, open_runtime
 from signoff.config import Settings, get_settings
 from signoff.domain import Decision
-from signoff.errors import AlreadyDecided, ConfigError, InvalidDecision, NotAuthorised, ProposalNotFound, SignoffError
+from signoff.errors import AlreadyDecided, InvalidDecision, NotAuthorised, ProposalNotFound, SignoffError
 from signoff.server.services import ServerServices
 
 log = logging.getLogger(__name__)
@@ -116,11 +116,6 @@ def require_webhook_secret(
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """The Signoff server. ``runtime``: reuse an open runtime instead of opening one from settings."""
     settings = settings or get_settings()
-    if settings.database_url or (runtime is not None and runtime.settings.database_url):
-        # The web inbox (inbox_data), the outbox worker (webhooks_out) and /metrics still query the
-        # proposals and audit tables of the SQLite state file directly: refuse rather than serve empty views.
-        raise ConfigError("signoff serve does not run on SIGNOFF_DATABASE_URL (Postgres) yet: the web inbox, "
-                          "the outbox and /metrics still read SQLite. Use the CLI on Postgres, or unset it to serve.")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -290,7 +285,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     @app.post("/api/sweep", dependencies=api, tags=["ops"])
     async def sweep(svc: Services) -> dict[str, int]:
-        """Run the sweep now: expire, remind, post what was never posted, resume decided runs."""
+        """Run the sweep now: expire, remind, post what was never posted, resume decided runs.
+
+        On Postgres one worker sweeps at a time: ``skipped: 1`` when another worker's sweep was running."""
         return await run_in_threadpool(svc.sweep)
 
     from signoff.server.orchestration import install as install_orchestration

@@ -117,8 +117,8 @@ def _state(request: Request) -> tuple[Signer, UserStore, InboxData] | None:
         if settings.inbox_secret is None:
             return None
         svc: ServerServices = app_state.services
-        path = svc.rt.settings.state_db_path
-        cached = (Signer(settings.inbox_secret.get_secret_value()), UserStore(path), InboxData(path))
+        db = svc.rt.statedb
+        cached = (Signer(settings.inbox_secret.get_secret_value()), UserStore(db), InboxData(db))
         app_state.inbox = cached
     return cached
 

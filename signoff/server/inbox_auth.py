@@ -27,7 +27,7 @@ from pathlib import Path
 
 from signoff.domain import utcnow
 from signoff.errors import ConfigError
-from signoff.guardrails.store import SqliteFile
+from signoff.guardrails.statedb import StateDB, as_statedb
 
 #: scrypt cost (RFC 7914): N=2^14, r=8, p=1 uses 16 MiB and ~50 ms on one core.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
@@ -69,10 +69,9 @@ class InboxUser:
 class UserStore:
     """The inbox's users, in the state database."""
 
-    def __init__(self, path: Path) -> None:
-        self.db = SqliteFile(path)
-        with self.db.connect() as conn:
-            conn.executescript(_SCHEMA)
+    def __init__(self, db: StateDB | Path) -> None:
+        self.db = as_statedb(db)
+        self.db.ensure(_SCHEMA)
 
     def add(self, name: str, identity: str, password: str, *, replace: bool = False) -> InboxUser:
         if not NAME_RE.match(name):
@@ -84,11 +83,13 @@ class UserStore:
         salt = secrets.token_bytes(16)
         digest = hash_password(password, salt)
         params = json.dumps({"alg": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P})
-        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        upsert = (" ON CONFLICT (name) DO UPDATE SET identity = excluded.identity, salt = excluded.salt,"
+                  " hash = excluded.hash, params = excluded.params, created_at = excluded.created_at, disabled = 0"
+                  if replace else " ON CONFLICT (name) DO NOTHING")
         with self.db.connect(write=True) as conn:
             cur = conn.execute(
-                f"{verb} INTO inbox_users (name, identity, salt, hash, params, created_at, disabled)"
-                " VALUES (?, ?, ?, ?, ?, ?, 0)",
+                "INSERT INTO inbox_users (name, identity, salt, hash, params, created_at, disabled)"
+                " VALUES (?, ?, ?, ?, ?, ?, 0)" + upsert,
                 (name, identity, salt.hex(), digest.hex(), params, utcnow().isoformat()))
             if cur.rowcount == 0:
                 raise ConfigError(f"user {name!r} exists (use --replace to set a new password or identity)")

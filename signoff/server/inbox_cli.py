@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -16,13 +18,17 @@ app = typer.Typer(
 )
 
 
-def _users() -> UserStore:
+@contextmanager
+def _users() -> Iterator[UserStore]:
+    """The users in the configured state database (SQLite file, or Postgres with SIGNOFF_DATABASE_URL)."""
     from signoff.config import get_settings
+    from signoff.guardrails.statedb import statedb_for
     from signoff.server.inbox_auth import UserStore
 
     settings = get_settings()
     settings.ensure_dirs()
-    return UserStore(settings.state_db_path)
+    with statedb_for(settings) as db:
+        yield UserStore(db)
 
 
 @app.command("add-user")
@@ -41,9 +47,9 @@ def add_user(
     from signoff.config import get_settings
     from signoff.errors import SignoffError
     from signoff.guardrails.policy import load_policy
-    store = _users()
     try:
-        user = store.add(name, identity or f"inbox:{name}", password or "", replace=replace)
+        with _users() as store:
+            user = store.add(name, identity or f"inbox:{name}", password or "", replace=replace)
         policy = load_policy(get_settings().policy_path)
     except SignoffError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -58,16 +64,18 @@ def add_user(
 @app.command("list-users")
 def list_users() -> None:
     """List the web inbox's users and their identities."""
-    store = _users()
-    for name, identity, created, disabled in store.list():
+    with _users() as store:
+        users = store.list()
+    for name, identity, created, disabled in users:
         typer.echo(f"{name}\t{identity}\t{created[:19]}" + ("\tdisabled" if disabled else ""))
 
 
 @app.command("remove-user")
 def remove_user(name: Annotated[str, typer.Argument(help="The user to remove.")]) -> None:
     """Remove a web inbox user; their open sessions stop working at once."""
-    store = _users()
-    if not store.remove(name):
+    with _users() as store:
+        removed = store.remove(name)
+    if not removed:
         typer.echo(f"error: no user {name!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"removed {name}")

@@ -1,8 +1,9 @@
 """What the web inbox reads from the state database: paged pending lists, exceptions, quality figures.
 
-Plain SQL over the approvals store's ``proposals`` table (``json_extract`` on the stored proposal), so
-the Pending page reads one page of rows, not all of them: it stays fast with 10,000 pending proposals
-(``bench/inbox_ttfb.py``). Writes never happen here: decisions go through ``ServerServices.decide``.
+Plain SQL over the approvals store's ``proposals`` table (``json_extract`` on the stored proposal on
+SQLite, ``data::jsonb ->> ...`` on Postgres; :mod:`signoff.guardrails.statedb`), so the Pending page reads
+one page of rows, not all of them: it stays fast with 10,000 pending proposals (``bench/inbox_ttfb.py``).
+Writes never happen here: decisions go through ``ServerServices.decide``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from signoff.domain import Proposal, utcnow
-from signoff.guardrails.store import SqliteFile
+from signoff.guardrails.statedb import StateConn, StateDB, as_statedb
 
 PAGE_SIZE = 50
 
@@ -24,12 +25,18 @@ AGENTS = {"ticket": "triage", "account": "renewal", "contract": "contracts"}
 
 _J = "json_extract(data, '$.{}')".format
 
-SORTS = {
-    # Most urgent first (soonest expiry; none last), then newest.
-    "urgent": f"({_J('expires_at')} IS NULL), {_J('expires_at')}, created_at DESC, id",
-    "newest": "created_at DESC, id",
-    "oldest": "created_at, id",
-}
+
+def _sorts(conn: StateConn) -> dict[str, str]:
+    j = conn.json_field
+    return {
+        # Most urgent first (soonest expiry; none last), then newest.
+        "urgent": f"({j('expires_at')} IS NULL), {j('expires_at')}, created_at DESC, id",
+        "newest": "created_at DESC, id",
+        "oldest": "created_at, id",
+    }
+
+
+SORTS = ("urgent", "newest", "oldest")
 
 
 @dataclass
@@ -65,39 +72,40 @@ CREATE INDEX IF NOT EXISTS inbox_pending ON proposals(state, {_J('approver_group
 
 
 class InboxData:
-    def __init__(self, path: Path) -> None:
-        self.db = SqliteFile(path)
-        with self.db.connect() as conn:
-            conn.executescript(_INDEXES)
+    def __init__(self, db: StateDB | Path) -> None:
+        self.db = as_statedb(db)
+        self.db.ensure(_INDEXES)  # on Postgres: migration 2's inbox_pending index
 
-    def _where(self, q: PendingQuery) -> tuple[str, list[Any]]:
+    def _where(self, conn: StateConn, q: PendingQuery) -> tuple[str, list[Any]]:
         groups = list(q.groups)
         if not groups:
-            return "0", []
+            return "1 = 0", []
+        _j = conn.json_field
         sql = [f"state IN ({','.join('?' * len(q.states))})",
-               f"{_J('approver_group')} IN ({','.join('?' * len(groups))})"]
+               f"{_j('approver_group')} IN ({','.join('?' * len(groups))})"]
         params: list[Any] = [*q.states, *groups]
         if q.exclude_requester:
-            sql.append(f"{_J('requested_by')} IS NOT ?")
+            sql.append(f"{_j('requested_by')} {'IS DISTINCT FROM' if conn.postgres else 'IS NOT'} ?")
             params.append(q.exclude_requester)
         if q.agent:
             sql.append("thread_id >= ? AND thread_id < ?")  # a prefix range: the thread index serves it
             params += [q.agent + ":", q.agent + ";"]
         if q.action:
-            sql.append(f"{_J('action')} = ?")
+            sql.append(f"{_j('action')} = ?")
             params.append(q.action)
         if q.group:
-            sql.append(f"{_J('approver_group')} = ?")
+            sql.append(f"{_j('approver_group')} = ?")
             params.append(q.group)
         if q.older_than:
             sql.append("created_at <= ?")
-            params.append((utcnow() - q.older_than).isoformat())
+            params.append(conn.timestamp(utcnow() - q.older_than))
         return " AND ".join(sql), params
 
     def pending(self, q: PendingQuery) -> Page:
-        where, params = self._where(q)
-        order = SORTS.get(q.sort, SORTS["urgent"])
         with self.db.connect() as conn:
+            where, params = self._where(conn, q)
+            sorts = _sorts(conn)
+            order = sorts.get(q.sort, sorts["urgent"])
             total = int(conn.execute(f"SELECT COUNT(*) FROM proposals WHERE {where}", params).fetchone()[0])
             pages = max(1, -(-total // PAGE_SIZE))
             page = min(max(1, q.page), pages)
@@ -106,19 +114,21 @@ class InboxData:
                 f"SELECT id FROM proposals WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
                 [*params, PAGE_SIZE, (page - 1) * PAGE_SIZE]).fetchall()]
             found = dict(conn.execute(
-                f"SELECT id, data FROM proposals WHERE id IN ({','.join('?' * len(ids))})", ids).fetchall())
+                f"SELECT id, data FROM proposals WHERE id IN ({','.join('?' * len(ids))})", ids).fetchall()) \
+                if ids else {}
             rows = [(found[i],) for i in ids if i in found]
             agents = [str(a) for (a,) in conn.execute(
-                "SELECT DISTINCT substr(thread_id, 1, instr(thread_id, ':') - 1) FROM proposals"
+                f"SELECT DISTINCT {conn.thread_prefix()} FROM proposals"
                 " WHERE state = 'pending' ORDER BY 1").fetchall() if a]
         return Page([Proposal.model_validate_json(r[0]) for r in rows], total, page, pages, agents)
 
     def quality(self) -> list[dict[str, Any]]:
         """Per action: human decisions, approval rate (approved unchanged / decided), edit rate, reject
         rate, median time to decision; expired and pending counts beside them."""
-        cols = (f"{_J('action')}, state, created_at, {_J('decided_at')}, {_J('decided_by')}, "
-                f"{_J('edited_args')} IS NOT NULL")
         with self.db.connect() as conn:
+            _j = conn.json_field
+            cols = (f"{_j('action')}, state, created_at, {_j('decided_at')}, {_j('decided_by')}, "
+                    f"{_j('edited_args')} IS NOT NULL")
             rows = conn.execute(f"SELECT {cols} FROM proposals").fetchall()
         by: dict[str, dict[str, Any]] = {}
         for action, state, created, decided_at, decided_by, edited in rows:
@@ -136,7 +146,8 @@ class InboxData:
                     s["edited"] += 1
                 else:
                     s["approved"] += 1
-                wait = datetime.fromisoformat(decided_at) - datetime.fromisoformat(created)
+                started = created if isinstance(created, datetime) else datetime.fromisoformat(created)
+                wait = datetime.fromisoformat(decided_at) - started
                 s["waits"].append(wait.total_seconds())
         out = []
         for s in sorted(by.values(), key=lambda s: s["action"]):

@@ -33,7 +33,6 @@ from starlette.concurrency import run_in_threadpool
 from signoff.config import Settings
 from signoff.domain import canonical_json, utcnow
 from signoff.errors import ConfigError, DataError
-from signoff.guardrails.store import SqliteFile
 from signoff.integrations.webhooks_in import AGENT_INPUTS, load_mapping
 from signoff.integrations.webhooks_out import (
     EVENT_TYPES,
@@ -272,12 +271,10 @@ class Orchestration:
 
     def __init__(self, svc: ServerServices, settings: Settings) -> None:
         self.svc, self.settings = svc, settings
-        path = svc.rt.settings.state_db_path
-        self.keys = ApiKeyStore(path)
-        self.outbox = Outbox(path)
-        self.db = SqliteFile(path)
-        with self.db.connect() as conn:
-            conn.executescript(_IDEMPOTENCY_SCHEMA)
+        self.db = svc.rt.statedb
+        self.keys = ApiKeyStore(self.db)
+        self.outbox = Outbox(self.db)
+        self.db.ensure(_IDEMPOTENCY_SCHEMA)
         retry = RetryPolicy(backoff=settings.outbound_backoff_seconds,
                             backoff_max=settings.outbound_backoff_max_seconds,
                             give_up=settings.outbound_give_up_seconds, timeout=settings.outbound_timeout)
@@ -399,8 +396,8 @@ class Orchestration:
                  response: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Store the answer unless another request with this key stored one first; return the stored one."""
         with self.db.connect(write=True) as conn:
-            conn.execute("INSERT OR IGNORE INTO idempotency (principal, key, request_hash, status, response,"
-                         " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            conn.execute("INSERT INTO idempotency (principal, key, request_hash, status, response,"
+                         " created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (principal, key) DO NOTHING",
                          (principal, key, request_hash, status, json.dumps(response), utcnow().isoformat()))
         stored = self.remembered(principal, key, request_hash)
         assert stored is not None

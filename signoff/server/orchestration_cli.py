@@ -1,13 +1,16 @@
 """``signoff apikeys`` and ``signoff subscriptions``: API keys for the REST API, event subscriptions.
 
-Both work on the state database (``SIGNOFF_DATA_DIR``) directly, with or without a running server.
+Both work on the state database directly (the SQLite file in ``SIGNOFF_DATA_DIR``, or Postgres when
+``SIGNOFF_DATABASE_URL`` is set), with or without a running server.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +18,10 @@ from rich.table import Table
 
 from signoff.config import Settings, get_settings
 from signoff.errors import SignoffError
+
+if TYPE_CHECKING:
+    from signoff.guardrails.statedb import StateDB
+    from signoff.integrations.webhooks_out import Outbox
 
 console = Console()
 err = Console(stderr=True)
@@ -38,6 +45,14 @@ def _settings() -> Settings:
     return settings
 
 
+@contextmanager
+def _db(settings: Settings | None = None) -> Iterator[StateDB]:
+    from signoff.guardrails.statedb import statedb_for
+
+    with statedb_for(settings or _settings()) as db:
+        yield db
+
+
 def _fail(exc: Exception, code: int = 1) -> typer.Exit:
     err.print(f"[bold red]error:[/] {exc}")
     return typer.Exit(code)
@@ -59,7 +74,8 @@ def apikeys_create(
 
     settings = _settings()
     try:
-        info, key = ApiKeyStore(settings.state_db_path).create(name, scope, actor=actor)
+        with _db(settings) as db:
+            info, key = ApiKeyStore(db).create(name, scope, actor=actor)
     except SignoffError as exc:
         raise _fail(exc, 2) from exc
     err.print(f"created key [bold]{info.id}[/] ({info.name}) with scopes {', '.join(info.scopes)}"
@@ -72,7 +88,8 @@ def apikeys_list() -> None:
     """API keys (never the keys themselves): id, name, scopes, created, revoked."""
     from signoff.server.apikeys import ApiKeyStore
 
-    keys = ApiKeyStore(_settings().state_db_path).list()
+    with _db() as db:
+        keys = ApiKeyStore(db).list()
     table = Table("id", "name", "scopes", "actor", "created", "revoked")
     for k in keys:
         table.add_row(k.id, k.name, ", ".join(k.scopes), k.actor or "", k.created_at, k.revoked_at or "")
@@ -85,7 +102,8 @@ def apikeys_revoke(key: Annotated[str, typer.Argument(help="The key's id (or its
     from signoff.server.apikeys import ApiKeyStore
 
     try:
-        info = ApiKeyStore(_settings().state_db_path).revoke(key)
+        with _db() as db:
+            info = ApiKeyStore(db).revoke(key)
     except SignoffError as exc:
         raise _fail(exc) from exc
     console.print(f"revoked {info.id} ({info.name}) at {info.revoked_at}")
@@ -110,8 +128,8 @@ def subscriptions_add(
     from signoff.integrations.webhooks_out import Outbox
 
     try:
-        sub, key = Outbox(_settings().state_db_path).subscribe(url, event, secret=secret, scope=scope,
-                                                                description=description)
+        with _db() as db:
+            sub, key = Outbox(db).subscribe(url, event, secret=secret, scope=scope, description=description)
     except SignoffError as exc:
         raise _fail(exc, 2) from exc
     err.print(f"subscribed [bold]{sub.id}[/] to {', '.join(sub.events)} at {sub.url} (scope {sub.scope})")
@@ -129,7 +147,8 @@ def subscriptions_list(
     """Subscriptions (never their secrets)."""
     from signoff.integrations.webhooks_out import Outbox
 
-    subs = Outbox(_settings().state_db_path).subscriptions(include_removed=all_)
+    with _db() as db:
+        subs = Outbox(db).subscriptions(include_removed=all_)
     table = Table("id", "url", "events", "scope", "created", "removed", "description")
     for s in subs:
         table.add_row(s.id, s.url, ", ".join(s.events), s.scope, s.created_at, s.removed_at or "", s.description or "")
@@ -142,7 +161,8 @@ def subscriptions_remove(sub_id: Annotated[str, typer.Argument(help="The subscri
     from signoff.integrations.webhooks_out import Outbox
 
     try:
-        sub = Outbox(_settings().state_db_path).unsubscribe(sub_id)
+        with _db() as db:
+            sub = Outbox(db).unsubscribe(sub_id)
     except SignoffError as exc:
         raise _fail(exc) from exc
     console.print(f"removed {sub.id} ({sub.url})")
@@ -158,8 +178,8 @@ def subscriptions_deliveries(
     """Deliveries: status, attempts, last HTTP status and error."""
     from signoff.integrations.webhooks_out import Outbox
 
-    rows = Outbox(_settings().state_db_path).deliveries(event_id=event, subscription_id=subscription,
-                                                         status=status, limit=limit)
+    with _db() as db:
+        rows = Outbox(db).deliveries(event_id=event, subscription_id=subscription, status=status, limit=limit)
     table = Table("type", "subscription", "subject", "status", "attempts", "last", "error")
     table.add_column("event (id for replay)", no_wrap=True)
     for d in rows:
@@ -176,10 +196,16 @@ def subscriptions_replay(
                                                         "from here.")] = False,
 ) -> None:
     """Send an event again (delivered or failed alike). Consumers deduplicate on the event id."""
-    from signoff.integrations.webhooks_out import Deliverer, Outbox, RetryPolicy
+    from signoff.integrations.webhooks_out import Outbox
 
     settings = _settings()
-    outbox = Outbox(settings.state_db_path)
+    with _db(settings) as db:
+        _replay(settings, Outbox(db), event_id, subscription, queue)
+
+
+def _replay(settings: Settings, outbox: Outbox, event_id: str, subscription: str | None, queue: bool) -> None:
+    from signoff.integrations.webhooks_out import Deliverer, RetryPolicy
+
     try:
         rows = outbox.replay(event_id, subscription_id=subscription)
     except SignoffError as exc:

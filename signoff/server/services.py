@@ -3,7 +3,10 @@ loop, decide, keep Slack messages in step, and sweep (expire, remind, recover).
 
 Concurrency: runs and resumes go to a bounded thread pool; every graph step of one run (first run,
 resume after a click, resume after expiry) holds that run's lock, so two of them never overlap on a
-thread. Across processes the store's compare-and-set and the executor's claim keep writes single.
+thread. Across processes (several workers on one Postgres) a resume also holds the run's claim in the
+store (the one a first run holds), the store's compare-and-set and the executor's claim keep writes
+single, and the sweep runs on one worker at a time (``pg_try_advisory_lock``; a worker whose sweep finds
+another one running answers ``skipped: 1``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from signoff.agents.services import Runtime
 from signoff.domain import Decision, Proposal, utcnow
 from signoff.errors import AlreadyDecided, NotAuthorised, OdooMissingError, ProposalNotFound, SignoffError
 from signoff.guardrails.policy import parse_duration
-from signoff.guardrails.store import SqliteFile
 from signoff.integrations.slack import SlackApprovalChannel
 from signoff.server.metrics import Metrics
 
@@ -41,7 +43,9 @@ class ServerServices:
         self._guard = threading.Lock()
         self._inflight: set[str] = set()
         self._failed_seen: set[str] = set()
-        self._state_db = SqliteFile(rt.settings.state_db_path)
+        self._state_db = rt.statedb
+        self.claim_wait = 10.0
+        """Seconds a resume waits for another process's hold on the run before leaving it to the sweep."""
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=False)
@@ -191,11 +195,30 @@ class ServerServices:
         result = self.resume(p.thread_id, actor=decision.actor)
         return self.rt.store.get(p.id), result
 
-    def resume(self, thread_id: str, *, actor: str) -> RunResult | None:
+    def _claim_run(self, thread_id: str, wait: float) -> bool:
+        """Hold the run's claim (across processes), waiting up to ``wait`` s while another process holds it."""
+        from signoff.agents.runner import CLAIM_SECONDS
+
+        deadline = time.monotonic() + wait
+        while not self.rt.store.claim(thread_id, stale_after=CLAIM_SECONDS):
+            if time.monotonic() > deadline:
+                log.info("run %s is held by another process; the sweep will finish it", thread_id)
+                return False
+            time.sleep(0.05)
+        return True
+
+    def resume(self, thread_id: str, *, actor: str, wait: float | None = None) -> RunResult | None:
+        """Resume the run if it is ready (None if not, or if another process holds it after ``wait`` s;
+        default ``claim_wait``). A killed process's hold goes stale after ``runner.CLAIM_SECONDS``."""
         from signoff.agents.renewal import resume_thread
 
         with self.lock(thread_id):
-            result = resume_thread(self.rt, thread_id, actor)
+            if not self._claim_run(thread_id, self.claim_wait if wait is None else wait):
+                return None
+            try:
+                result = resume_thread(self.rt, thread_id, actor)
+            finally:
+                self.rt.store.release(thread_id)
         if result is not None:
             self.metrics.runs.inc("resumed_" + result.status)
             for p in self.rt.store.find(thread_id=thread_id):
@@ -210,7 +233,15 @@ class ServerServices:
 
     def sweep(self) -> dict[str, int]:
         """Expire overdue proposals (and resume their runs), remind approvers, post what was never posted,
-        and finish decided runs that were never resumed."""
+        and finish decided runs that were never resumed. On one worker at a time: while another worker's
+        sweep runs, this one does nothing and answers ``skipped: 1``."""
+        with self._state_db.try_lock("sweep") as mine:
+            if not mine:
+                return {"expired": 0, "reminded": 0, "posted": 0, "resumed": 0, "odoo_decided": 0,
+                        "escalated": 0, "skipped": 1}
+            return {**self._sweep(), "skipped": 0}
+
+    def _sweep(self) -> dict[str, int]:
         counts = {"expired": 0, "reminded": 0, "posted": 0, "resumed": 0, "odoo_decided": 0}
         try:
             polled = self.rt.odoo_channel.poll()
@@ -255,7 +286,7 @@ class ServerServices:
         if counts["odoo_decided"]:
             stuck |= {p.thread_id for p in self.rt.store.find(states=("rejected",))}
         for thread in sorted(stuck):
-            if not self.in_flight(thread) and self.resume(thread, actor="system:recovery") is not None:
+            if not self.in_flight(thread) and self.resume(thread, actor="system:recovery", wait=0) is not None:
                 counts["resumed"] += 1
         return counts
 
@@ -277,7 +308,7 @@ class ServerServices:
             with self._state_db.connect(write=True) as conn:
                 conn.execute("SELECT 1")
             checks["state_db"] = "ok"
-        except Exception as exc:  # any sqlite/OS error means not writable
+        except Exception as exc:  # any database/OS error means not writable
             checks["state_db"] = f"not writable: {exc}"
         return checks
 

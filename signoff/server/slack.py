@@ -55,7 +55,7 @@ def build_slack(settings: Settings, rt: Runtime) -> SlackBridge | None:
     base = settings.slack_api_base_url if settings.slack_api_base_url.endswith("/") else \
         settings.slack_api_base_url + "/"
     client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=base)
-    channel = SlackApprovalChannel(client, SlackMessages(rt.settings.state_db_path), settings.slack_approvals_channel)
+    channel = SlackApprovalChannel(client, SlackMessages(rt.statedb), settings.slack_approvals_channel)
     return SlackBridge(settings.slack_signing_secret.get_secret_value(), channel)
 
 

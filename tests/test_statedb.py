@@ -1,0 +1,115 @@
+"""The state database seam (signoff.guardrails.statedb): the same SQL and the same assertions on the SQLite
+state file and on Postgres; the cross-worker locks and the outbox claim on Postgres with several pools."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from signoff.guardrails.postgres import MIGRATIONS, PostgresDatabase
+from signoff.guardrails.statedb import StateDB, to_postgres
+from signoff.integrations.slack import SlackMessages
+from signoff.integrations.webhooks_out import Outbox
+from signoff.server.apikeys import ApiKeyStore
+from signoff.server.inbox_auth import UserStore
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def statedb(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateDB]:
+    if request.param == "sqlite":
+        yield StateDB.sqlite(tmp_path / "signoff.sqlite")
+        return
+    pg = PostgresDatabase(request.getfixturevalue("postgres_url"))
+    try:
+        yield StateDB(postgres=pg)
+    finally:
+        pg.close()
+
+
+def test_placeholders_and_percent_signs_translate() -> None:
+    assert to_postgres("SELECT 1 WHERE a = ? AND b LIKE '5%' AND c IN (?, ?)") == \
+        "SELECT 1 WHERE a = %s AND b LIKE '5%%' AND c IN (%s, %s)"
+
+
+def test_the_server_tables_behave_alike(statedb: StateDB) -> None:
+    users = UserStore(statedb)
+    users.add("lead", "cli:lead", "password-1")
+    with pytest.raises(Exception, match="exists"):
+        users.add("lead", "cli:other", "password-2")
+    users.add("lead", "cli:other", "password-2", replace=True)
+    assert users.verify("lead", "password-2") is not None and users.verify("lead", "password-1") is None
+    assert users.get("lead") is not None and users.get("lead").identity == "cli:other"  # type: ignore[union-attr]
+    assert users.remove("lead") and not users.remove("lead")
+
+    keys = ApiKeyStore(statedb)
+    info, key = keys.create("n8n", ["read"])
+    assert keys.authenticate(key) is not None and keys.any_active()
+    keys.revoke(info.id)
+    assert keys.authenticate(key) == "revoked"
+
+    slack = SlackMessages(statedb)
+    assert slack.reserve("p1") and not slack.reserve("p1"), "one poster per proposal"
+    slack.posted("p1", "C1", "1.0", "pending")
+    assert slack.by_message("C1", "1.0") == "p1"
+    assert slack.first_time("evt-1") and not slack.first_time("evt-1"), "a retried event is seen once"
+
+    with statedb.connect() as conn:
+        assert conn.has_table("slack_seen") and not conn.has_table("no_such_table")
+        assert conn.execute("SELECT COUNT(*) FROM api_keys WHERE name = ?", ("n8n",)).fetchone()[0] == 1
+
+
+def test_only_one_of_several_callers_claims_a_delivery(statedb: StateDB) -> None:
+    outbox = Outbox(statedb)
+    with statedb.connect(write=True) as conn:
+        conn.execute("INSERT INTO webhook_deliveries (id, event_id, subscription_id, seq, order_key, status, next_at)"
+                     " VALUES ('d1', 'e1', 's1', 1, 'k', 'pending', 0)")
+    wins: list[bool] = []
+    barrier = threading.Barrier(6)
+
+    def claim() -> None:
+        barrier.wait()
+        wins.append(outbox.claim("d1"))
+
+    threads = [threading.Thread(target=claim) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(wins) == [False] * 5 + [True]
+
+
+def test_postgres_try_lock_admits_one_worker_at_a_time(postgres_url: str) -> None:
+    a, b = PostgresDatabase(postgres_url, max_size=2), PostgresDatabase(postgres_url, max_size=2)
+    try:
+        one, two = StateDB(postgres=a), StateDB(postgres=b)
+        with one.try_lock("sweep") as first:
+            assert first
+            with two.try_lock("sweep") as second:
+                assert not second, "another worker holds the sweep"
+            with two.try_lock("something-else") as other:
+                assert other
+        with two.try_lock("sweep") as after:
+            assert after, "released when the first worker's sweep ended"
+        with one.connect(write=True) as conn, two.connect(write=True) as conn2:
+            assert conn.try_lock("outbox.ingest") and not conn2.try_lock("outbox.ingest")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_server_tables_are_a_versioned_migration(postgres_url: str) -> None:
+    assert [v for v, _, _ in MIGRATIONS][:2] == [1, 2]
+    pg = PostgresDatabase(postgres_url)
+    try:
+        with pg.pool.connection() as conn:
+            rows = conn.execute("SELECT version FROM signoff_schema_migrations ORDER BY version").fetchall()
+        assert [r[0] for r in rows][:2] == [1, 2]
+        with StateDB(postgres=pg).connect() as c:
+            for table in ("inbox_users", "api_keys", "idempotency", "webhook_deliveries", "slack_messages",
+                          "odoo_activities"):
+                assert c.has_table(table), table
+    finally:
+        pg.close()
