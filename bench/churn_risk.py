@@ -6,6 +6,8 @@ Reports ROC-AUC, PR-AUC, Brier, ECE (10 equal-width bins), lift in the top decil
 risk model (the shared account features, :mod:`signoff.tools.accounts`) and for the reference plain
 logistic regression (every raw Telco column one-hot / standardised, no calibration step), with a paired
 bootstrap 95 % interval of the ROC-AUC difference, and the reliability table of the risk model.
+The model was chosen on dev alone (``bench/churn_risk_cv.py``, cross-validation); this script is the one
+report on test.
 """
 
 from __future__ import annotations
@@ -104,7 +106,9 @@ def main() -> None:
     for name, m in (("signoff risk model", ours), ("plain logistic regression", ref)):
         print(f"{name:28}{m['roc_auc']:9.4f}{m['pr_auc']:9.4f}{m['brier']:9.4f}{m['ece']:9.4f}"
               f"{m['lift_top_decile']:10.2f}")
-    print(f"ROC-AUC difference {ours['roc_auc'] - ref['roc_auc']:+.4f} (paired bootstrap 95% {lo:+.4f} .. {hi:+.4f})")
+    verdict = "significant" if lo > 0 or hi < 0 else "not significant: the interval contains 0"
+    print(f"ROC-AUC difference {ours['roc_auc'] - ref['roc_auc']:+.4f} (paired bootstrap 95% {lo:+.4f} .. {hi:+.4f}; "
+          f"{verdict})")
     print(f"held-out fold (calibration): {model.manifest['heldout']}")
     print(f"confidence on Telco rows: median {np.median(conf):.2f} (min {conf.min():.2f})")
     print("reliability (test):")

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.perf_counter()
     for contract in test:
         chunks, proba, _vecs = model.score(contract.text)
-        cands = candidates(contract.text, chunks, proba, categories=model.categories)
+        cands = candidates(contract.text, chunks, proba, categories=model.categories, ranker=model.ranker)
         for cat in CATEGORIES:
             key = f"{contract.id}/{cat}"
             gold[cat][key] = [c.replace("<omitted>", " ") for c in contract.clauses[cat]]

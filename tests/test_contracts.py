@@ -450,3 +450,85 @@ def test_chroma_url_setting_reaches_the_model(tmp_path: Path, monkeypatch: pytes
 
     with pytest.raises(DataError):
         ExampleStore(None, None, url="ftp://nowhere")  # type: ignore[arg-type]
+
+
+# --- the LLM path (a fake OpenAI-compatible server on 127.0.0.1) -------------------------------------
+
+
+class _FakeLLM:
+    """An OpenAI-shaped chat-completions server on 127.0.0.1 answering from a script of (status, content)."""
+
+    def __init__(self, script: list[tuple[int, str]]) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.script, self.requests = list(script), []  # type: ignore[var-annotated]
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                fake.requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                status, content = fake.script.pop(0) if fake.script else (500, "script exhausted")
+                payload = {"id": "x", "object": "chat.completion", "created": 0, "model": "fake",
+                           "choices": [{"index": 0, "finish_reason": "stop",
+                                        "message": {"role": "assistant", "content": content}}],
+                           "usage": {"prompt_tokens": 200, "completion_tokens": 20, "total_tokens": 220}}
+                data = json.dumps(payload if status == 200 else {"error": {"message": content}}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_llm_path_quotes_exact_spans_and_fails_closed_to_review() -> None:
+    import json
+
+    from signoff.llm.clause_llm import LLMSpanPicker, picker_for
+    from signoff.llm.openai_backend import make_chat
+
+    law = json.dumps({"label": "c1", "quote": "the laws of the State of Texas", "rationale": "governing law clause"})
+    fake = _FakeLLM([
+        (200, json.dumps({"label": "c1", "quote": "Acme Software Inc", "rationale": "x"})),  # not in the text
+        (200, json.dumps({"label": "c9", "quote": "Acme", "rationale": "x"})),  # no such candidate
+        (500, "boom"),  # Expiration Date: the endpoint fails
+        (200, law), (200, law),  # Governing Law: the answer, then one sample that agrees
+    ])
+    try:
+        chat = make_chat(base_url=fake.url, api_key="sk-test", model="fake", max_retries=0, max_tokens=256)
+        picker = LLMSpanPicker(chat, model_name="fake", confidence="samples", samples=2,
+                               categories=("Parties", "Expiration Date", "Governing Law"))
+        c = analyse(_source(), KeywordModel(), load_clause_policy(), today=date(2024, 1, 1),  # type: ignore[arg-type]
+                    llm=picker)
+    finally:
+        fake.close()
+    assert len(fake.requests) == 5
+    assert fake.requests[0]["response_format"]["json_schema"]["name"] == "contract_span"
+    assert "[c1]" in fake.requests[0]["messages"][1]["content"]
+    assert "not an exact substring" in fake.requests[1]["messages"][-1]["content"]  # the error went back
+    t = {x.key: x for x in c.terms}
+    gl = t["governing_law"]
+    assert gl.status == "found" and gl.value == "Texas" and gl.confidence == 1.0
+    assert len(gl.spans) == 1 and CONTRACT[gl.spans[0].start:gl.spans[0].end] == "the laws of the State of Texas"
+    assert gl.evidence[0]["llm"]["usage"]["calls"] == 2
+    assert gl.evidence[0]["llm"]["usage"]["confidence_method"] == "samples"
+    for key in ("parties", "expiration_date"):  # fail closed: a person looks, nothing is guessed
+        assert t[key].status == "needs_review" and t[key].spans == [] and t[key].value is None
+    assert "invalid answer twice" in t["parties"].evidence[0]["llm"]["reason"]
+    assert "fake" in t["expiration_date"].evidence[0]["llm"]["reason"]
+    assert t["renewal_term"].status == "found"  # categories the LLM does not cover: the embedded model
+    assert c.notice_deadline is None  # no expiration found, so no deadline is computed
+    assert "+llm:fake:contract_span.v1@" in c.model_version
+    assert picker_for(Settings(_env_file=None)) is None  # type: ignore[call-arg]

@@ -313,7 +313,9 @@ def test_chat_lists_accounts_at_risk_and_risk_n_posts_the_renewal_proposals(
 
     text = ask(live, f"risk {partner}")
     assert "proposal(s) wait for approval" in text and "account.csm_followup" in text
-    thread = f"account:signoff:{partner}"
+    # One run per account and renewal cycle: the thread is account:<db>:<partner>:<cycle>.
+    thread = next(p.thread_id for p in live.svc.rt.store.find()
+                  if p.thread_id.startswith(f"account:signoff:{partner}:"))
     proposals = live.svc.rt.store.find(thread_id=thread)
     wait_for(lambda: len(live.slack.messages_in("approvals")) == len(proposals), what="approval messages")
     followup = next(m for m in live.slack.messages_in("approvals") if "account.csm_followup" in m["text"])

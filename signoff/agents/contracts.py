@@ -47,6 +47,7 @@ from signoff.guardrails.policy import Policy, parse_duration
 from signoff.guardrails.screens import find_injection
 from signoff.guardrails.store import ApprovalStore
 from signoff.integrations.odoo import OdooReader
+from signoff.llm.clause_llm import LLMSpanPicker
 from signoff.llm.clauses import CATEGORIES, Candidate, ClauseModel, candidates
 from signoff.tools.contracts import (
     ContractSource,
@@ -191,16 +192,23 @@ _PERPETUAL = re.compile(r"\b(?:perpetual|indefinite(?:ly)?|in perpetuity)\b", re
 
 
 def analyse(source: ContractSource, model: ClauseModel, policy: ClausePolicy, *, today: date | None = None,
-            evidence: bool = True) -> ContractSummary:
-    """Key terms with spans and calibrated confidences, the notice deadline, deviations and a summary."""
+            evidence: bool = True, llm: LLMSpanPicker | None = None) -> ContractSummary:
+    """Key terms with spans and calibrated confidences, the notice deadline, deviations and a summary.
+
+    With ``llm`` (the LLM path, :mod:`signoff.llm.clause_llm`), the categories it covers are decided by
+    the LLM among the chunks holding the embedded model's best candidates, its quote verified."""
     text = source.text
     today = today or utcnow().date()
     chunks, proba, vecs = model.score(text)
-    cands = candidates(text, chunks, proba, categories=model.categories, top=12)
+    cands = candidates(text, chunks, proba, categories=model.categories, top=12,
+                       ranker=getattr(model, "ranker", None))
     terms: dict[str, ContractTerm] = {}
     for key, cat in TERMS:
         found = cands.get(cat, [])
         thr = policy.threshold(cat, model.thresholds.get(cat))
+        if llm is not None and cat in llm.categories:
+            terms[key] = _llm_term(llm, key, cat, text, chunks, found, thr, policy.review_floor)
+            continue
         best = found[0].score if found else 0.0
         if found and best >= thr:
             above = [c for c in found if c.score >= thr]
@@ -219,13 +227,39 @@ def analyse(source: ContractSource, model: ClauseModel, policy: ClausePolicy, *,
     summary = ContractSummary(
         thread_id=source.thread_id, name=source.name, sha256=source.sha256, db=source.db,
         attachment_id=source.attachment_id, res_model=source.res_model, res_id=source.res_id,
-        n_chars=len(text), terms=[terms[k] for k, _ in TERMS], model_version=model.version,
+        n_chars=len(text), terms=[terms[k] for k, _ in TERMS],
+        model_version=model.version + (f"+{llm.version}" if llm is not None else ""),
         notice_deadline=deadline.isoformat() if deadline else None,
         injection=find_injection(text)[:5],
     )
     summary.deviations = deviations(terms, policy)
     summary.summary = summarise(terms, summary, deadline_note)
     return summary
+
+
+def _llm_term(llm: LLMSpanPicker, key: str, cat: str, text: str, chunks: list[Any], found: list[Candidate],
+              thr: float, floor: float) -> ContractTerm:
+    """A term decided by the LLM among the chunks of the best candidates (verified quote, or review)."""
+    passages: list[tuple[int, int]] = []
+    for c in found:
+        ch = chunks[c.chunk] if 0 <= c.chunk < len(chunks) else None
+        span = (ch.start, ch.end) if ch is not None and ch.start <= c.start and c.end <= ch.end else (c.start, c.end)
+        if span not in passages:
+            passages.append(span)
+        if len(passages) >= llm.k:
+            break
+    pick = llm.pick(cat, text, passages)
+    ev = [pick.evidence()]
+    if pick.status == "picked" and pick.start is not None and pick.end is not None and pick.confidence >= thr:
+        return ContractTerm(key=key, category=cat, status="found", confidence=round(pick.confidence, 4),
+                            threshold=round(thr, 4), spans=[_span(text, pick.start, pick.end)], evidence=ev)
+    if pick.status == "rejected":  # fail closed: a person looks, nothing is guessed
+        return ContractTerm(key=key, category=cat, status="needs_review", confidence=0.0, threshold=round(thr, 4),
+                            evidence=ev)
+    conf = pick.confidence if pick.status == "picked" else 1.0 - pick.confidence
+    status: Literal["needs_review", "not_found"] = "needs_review" if conf >= floor else "not_found"
+    return ContractTerm(key=key, category=cat, status=status, confidence=round(conf, 4), threshold=round(thr, 4),
+                        evidence=ev)
 
 
 def _read_values(text: str, terms: dict[str, ContractTerm]) -> None:
@@ -443,6 +477,8 @@ class ContractServices:
     """None for a file (nothing is ever executed)."""
     db: str = "file"
     today: date | None = None
+    llm: LLMSpanPicker | None = None
+    """The LLM path (``SIGNOFF_LLM_BACKEND=openai``); None: the embedded model decides."""
 
 
 class ContractState(TypedDict, total=False):
@@ -495,12 +531,22 @@ def screen_node(state: ContractState, runtime: Runtime[ContractServices]) -> Con
 def analyse_node(state: ContractState, runtime: Runtime[ContractServices]) -> ContractState:
     svc = runtime.context
     source = _source(state)
-    summary = analyse(source, svc.model, svc.clause_policy, today=svc.today)
+    if svc.llm is None and svc.settings.llm_backend != "embedded":
+        from signoff.llm.clause_llm import picker_for
+
+        svc.llm = picker_for(svc.settings)
+    summary = analyse(source, svc.model, svc.clause_policy, today=svc.today, llm=svc.llm)
+    llm_usage = [e["llm"] for t in summary.terms for e in t.evidence if "llm" in e]
     svc.audit.append("contract.analysed", source.thread_id, AGENT,
                      {"found": [t.key for t in summary.terms if t.status == "found"],
                       "needs_review": [t.key for t in summary.terms if t.status == "needs_review"],
                       "deviations": [d.rule for d in summary.deviations], "deadline": summary.notice_deadline,
-                      "model": summary.model_version}, thread_id=source.thread_id)
+                      "model": summary.model_version,
+                      **({"llm": {"calls": sum(u["usage"].get("calls", 0) for u in llm_usage),
+                                  "cost_usd": round(sum(u["usage"].get("cost_usd", 0.0) for u in llm_usage), 8),
+                                  "rejected": [t.key for t in summary.terms for e in t.evidence
+                                               if e.get("llm", {}).get("status") == "rejected"]}}
+                         if llm_usage else {})}, thread_id=source.thread_id)
     return {"contract": summary.model_dump(mode="json")}
 
 
@@ -757,7 +803,8 @@ def file_services(settings: Settings, *, model: Any = None) -> ContractServices:
 
 
 @contextmanager
-def contract_runner(rt: Any, *, model: Any = None, today: date | None = None) -> Iterator[ContractRunner]:
+def contract_runner(rt: Any, *, model: Any = None, today: date | None = None,
+                    llm: LLMSpanPicker | None = None) -> Iterator[ContractRunner]:
     """A contracts runner over an open :class:`signoff.agents.services.Runtime` (same store, audit, executor)."""
     from signoff.agents.renewal import _checkpointer_for
 
@@ -765,7 +812,7 @@ def contract_runner(rt: Any, *, model: Any = None, today: date | None = None) ->
     services = ContractServices(
         settings=settings, reader=rt.reader, model=model or LazyClauseModel(settings), policy=rt.policy,
         clause_policy=clause_policy_for(settings), store=rt.store, audit=rt.audit, executor=rt.executor,
-        db=settings.odoo_db, today=today,
+        db=settings.odoo_db, today=today, llm=llm,
     )
     with _checkpointer_for(rt, checkpoint_path(settings)) as checkpointer:
         yield ContractRunner(services, checkpointer)

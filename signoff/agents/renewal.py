@@ -2,7 +2,15 @@
 
 Same shape as triage (:mod:`signoff.agents.triage`): read tools only (:mod:`signoff.tools.accounts`),
 proposals through the guardrails, ``interrupt()`` at the gate until a human decides, the executor as
-the only writer. One durable run per account: thread ``account:<db>:<partner id>``.
+the only writer. One durable run per account **per renewal cycle**: thread
+``account:<db>:<partner id>:<cycle>``, where ``<cycle>`` is the ISO date the subscription's current term
+ends (:attr:`signoff.tools.accounts.AccountSnapshot.term_end`: Odoo's ``next_invoice_date`` rolled
+forward by the plan's billing period, or an earlier fixed ``end_date``), or, when the term is unknown,
+the scoring period: the calendar month ``YYYY-MM``. Running an account again in the same cycle is a
+``duplicate`` (a fresh score, nothing proposed); once the term has rolled over, the next run is a new
+run with its own proposals. :func:`cycle_for` and :func:`parse_thread` are the only places that know
+this shape; every user routes on the ``account:`` prefix alone. (Runs started before cycles existed keep
+their ``account:<db>:<partner id>`` threads, which resume and recover as before.)
 
 * **score**: the calibrated churn probability, its 90 % interval, band (policy ``risk.bands``), top
   drivers with their contribution, and a confidence (:mod:`signoff.agents.risk_model`).
@@ -93,12 +101,44 @@ class RenewalServices:
     def day(self) -> date:
         return self.today or date.today()
 
-    def thread_for(self, partner_id: int) -> str:
-        return f"{THREAD_PREFIX}{self.db}:{partner_id}"
+    def thread_for(self, partner_id: int, cycle: str | None = None) -> str:
+        """The account's thread for ``cycle``; None = the current cycle (reads the account from Odoo)."""
+        if cycle is None:
+            cycle = self.current_cycle(partner_id)
+        return f"{THREAD_PREFIX}{self.db}:{partner_id}:{cycle}"
+
+    def current_cycle(self, partner_id: int) -> str:
+        """The account's renewal cycle today; the scoring period if the account cannot be read."""
+        try:
+            return cycle_for(load_account(self.reader, partner_id, today=self.day()), self.day())
+        except SignoffError:
+            return scoring_period(self.day())
+
+
+def scoring_period(day: date) -> str:
+    """The fallback cycle: the calendar month (``YYYY-MM``)."""
+    return f"{day.year:04d}-{day.month:02d}"
+
+
+def cycle_for(snap: AccountSnapshot, today: date) -> str:
+    """The renewal cycle an account is in: its current term's end date, else the scoring period."""
+    return snap.term_end or scoring_period(today)
+
+
+def parse_thread(thread_id: str) -> tuple[str, int, str | None]:
+    """``account:<db>:<partner>[:<cycle>]`` -> (db, partner id, cycle or None for a pre-cycle thread)."""
+    if not thread_id.startswith(THREAD_PREFIX):
+        raise ValueError(f"not an account thread: {thread_id!r}")
+    parts = thread_id[len(THREAD_PREFIX):].split(":")
+    if len(parts) not in (2, 3) or not parts[1].isdigit():
+        raise ValueError(f"not an account thread: {thread_id!r}")
+    return parts[0], int(parts[1]), parts[2] if len(parts) == 3 else None
 
 
 class RiskState(TypedDict, total=False):
     partner_id: int
+    cycle: str
+    thread_id: str
     account: dict[str, Any]
     score: dict[str, Any]
     proposal_ids: list[str]
@@ -109,14 +149,16 @@ class RiskState(TypedDict, total=False):
 # --- scoring (shared by the graph and the read-only report) -----------------------------------------
 
 
-def risk_score(svc: RenewalServices, snap: AccountSnapshot, result: RiskResult, *, top: int = 5) -> RiskScore:
+def risk_score(svc: RenewalServices, snap: AccountSnapshot, result: RiskResult, *, top: int = 5,
+               thread_id: str | None = None) -> RiskScore:
     drivers = [
         RiskDriver(feature=d.feature, label=d.label, value=d.value, contribution=d.contribution, delta=d.delta,
                    missing=d.missing, text=describe(d, snap.currency))
         for d in result.top(top)
     ]
     return RiskScore(
-        partner_id=snap.partner_id, thread_id=svc.thread_for(snap.partner_id), name=snap.name,
+        partner_id=snap.partner_id, name=snap.name,
+        thread_id=thread_id or svc.thread_for(snap.partner_id, cycle_for(snap, svc.day())),
         probability=result.probability, interval=result.interval, band=band_for(result.probability,
                                                                                 svc.policy.risk.bands),
         confidence=result.confidence, coverage=result.coverage, drivers=drivers, missing=result.missing,
@@ -134,13 +176,18 @@ def assess(svc: RenewalServices, partner_id: int) -> tuple[AccountSnapshot, Risk
 # --- nodes ---------------------------------------------------------------------------------------
 
 
+def _thread(state: RiskState, svc: RenewalServices, snap: AccountSnapshot) -> str:
+    """The run's thread (given at the start; a pre-cycle run's state has none)."""
+    return state.get("thread_id") or f"{THREAD_PREFIX}{svc.db}:{snap.partner_id}"
+
+
 def load(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskState:
     svc = runtime.context
     snap = load_account(svc.reader, state["partner_id"], today=svc.day())
-    thread = svc.thread_for(snap.partner_id)
+    thread = _thread(state, svc, snap)
     svc.audit.append("account.loaded", thread, AGENT,
                      {"partner": snap.partner_id, "subscription": snap.subscription_id,
-                      "state": snap.subscription_state,
+                      "state": snap.subscription_state, "cycle": state.get("cycle"), "term_end": snap.term_end,
                       "missing": sorted(k for k, v in snap.features.items() if v is None)}, thread_id=thread)
     return {"account": snap.to_json()}
 
@@ -149,7 +196,7 @@ def score(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskState
     svc = runtime.context
     snap = AccountSnapshot.from_json(state["account"])
     result = svc.model.model.score([snap.features])[0]
-    scored = risk_score(svc, snap, result)
+    scored = risk_score(svc, snap, result, thread_id=_thread(state, svc, snap))
     svc.audit.append("account.scored", scored.thread_id, AGENT,
                      {"probability": scored.probability, "interval": list(scored.interval), "band": scored.band,
                       "confidence": scored.confidence, "coverage": scored.coverage, "model": scored.model_version,
@@ -285,7 +332,7 @@ class RiskRun:
 
 
 class RenewalRunner:
-    """One durable run per account; resumes paused runs once their proposals are decided."""
+    """One durable run per account and renewal cycle; resumes paused runs once their proposals are decided."""
 
     def __init__(self, services: RenewalServices, checkpointer: BaseCheckpointSaver[Any]) -> None:
         self.services = services
@@ -305,15 +352,22 @@ class RenewalRunner:
         scored = RiskScore.model_validate(values["score"]) if values.get("score") else None
         return RiskRun(thread_id, "paused" if paused else "done", scored)
 
-    def run(self, partner_id: int) -> RiskRun:
-        """Score one account and propose, unless it already has a run (``duplicate``: a fresh score, no proposal)."""
+    def current_thread(self, partner_id: int) -> str:
+        """The thread of the account's run this cycle (whether or not it exists yet)."""
+        return self.services.thread_for(partner_id)
+
+    def run(self, partner_id: int, *, cycle: str | None = None) -> RiskRun:
+        """Score one account and propose, unless it already has a run this cycle (``duplicate``: a fresh
+        score, no proposal). ``cycle`` defaults to the account's current one (:func:`cycle_for`)."""
         svc = self.services
-        thread_id = svc.thread_for(partner_id)
+        thread_id = svc.thread_for(partner_id, cycle)
+        _db, _pid, cycle = parse_thread(thread_id)
         config = self._config(thread_id)
         try:
             values, paused, stopped = self.status(thread_id)
             if values and not stopped:
                 _snap, fresh, _ = assess(svc, partner_id)
+                fresh = fresh.model_copy(update={"thread_id": thread_id})
                 before = RiskScore.model_validate(values["score"]) if values.get("score") else None
                 fresh = fresh.model_copy(update={
                     "outcome": before.outcome if before else fresh.outcome,
@@ -323,7 +377,8 @@ class RenewalRunner:
             if stopped:
                 out = self.graph.invoke(None, config, context=svc)
             else:
-                out = self.graph.invoke({"partner_id": partner_id}, config, context=svc)
+                out = self.graph.invoke({"partner_id": partner_id, "cycle": cycle or "", "thread_id": thread_id},
+                                        config, context=svc)
         except SignoffError as exc:
             svc.audit.append("run.failed", thread_id, AGENT, {"error": f"{type(exc).__name__}: {exc}"},
                              thread_id=thread_id)

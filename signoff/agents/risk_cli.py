@@ -104,9 +104,11 @@ def score(
 ) -> None:
     """Score accounts, ranked by churn probability, and propose follow-ups / retention offers for approval.
 
-    Each account runs once (thread account:<db>:<id>): scoring it again shows a fresh score and
-    proposes nothing new. Proposals wait in `signoff approvals list`; retention offers go to the
-    approver tier their amount picks (policy `tiers`).
+    Each account runs once per renewal cycle (thread account:<db>:<id>:<cycle>, the cycle being the
+    date its subscription's current term ends, else the month): scoring it again in the same cycle
+    shows a fresh score and proposes nothing new; after the term rolls over it runs, and may propose,
+    again. Proposals wait in `signoff approvals list`; retention offers go to the approver tier their
+    amount picks (policy `tiers`).
     """
     from signoff.agents.renewal import renewal_runner
     from signoff.agents.services import open_runtime
@@ -130,20 +132,21 @@ def score(
             console.print_json(json.dumps({"status": r.status, **r.score.model_dump(mode="json")}))  # type: ignore[union-attr]
     else:
         table = Table(title=f"Renewal risk ({len(scored)} accounts)")
-        for col in ("account", "churn p (90%)", "band", "conf.", "top drivers", "outcome"):
+        for col in ("account", "churn p (90%)", "band", "conf.", "top drivers", "cycle", "outcome"):
             table.add_column(col, overflow="fold")
         for r in scored:
             s = r.score
             assert s is not None
             drivers = "; ".join(d.text for d in s.drivers[:3])
-            outcome: str = "already has a run" if r.status == "duplicate" else s.outcome
+            outcome: str = "already has a run this cycle" if r.status == "duplicate" else s.outcome
             if s.proposal_ids:
                 outcome += f" ({len(s.proposal_ids)} proposal(s))"
             elif s.reasons:
                 outcome += f": {s.reasons[0]}"
             p90 = f"{s.probability:.2f} ({s.interval[0]:.2f}-{s.interval[1]:.2f})"
             band = f"[{_band_style(s.band)}]{s.band}[/]"
-            table.add_row(f"{s.name} ({s.partner_id})", p90, band, f"{s.confidence:.2f}", drivers, outcome)
+            cycle = r.thread_id.rsplit(":", 1)[-1]
+            table.add_row(f"{s.name} ({s.partner_id})", p90, band, f"{s.confidence:.2f}", drivers, cycle, outcome)
         console.print(table)
     for r in failed:
         err.print(f"[red]{r.thread_id}: {r.error}[/]")
@@ -166,7 +169,9 @@ def explain(partner: Annotated[int, typer.Argument(help="Customer (res.partner) 
     except SignoffError as exc:
         raise _fail(exc) from exc
     console.print(f"[bold]{s.name}[/] (partner {s.partner_id}, subscription {snap.subscription_name or 'none'}, "
-                  f"{snap.subscription_state or 'no state'})")
+                  f"{snap.subscription_state or 'no state'}; "
+                  + (f"current term ends {snap.term_end}" if snap.term_end else "term end unknown") +
+                  f"; run thread {s.thread_id})")
     console.print(f"churn probability [bold]{s.probability:.0%}[/] (90% interval {s.interval[0]:.0%}-"
                   f"{s.interval[1]:.0%}), band [{_band_style(s.band)}]{s.band}[/], confidence {s.confidence:.2f} "
                   f"(the account's data carries {s.coverage:.0%} of the model's signal); model {s.model_version}")

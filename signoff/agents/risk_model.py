@@ -40,6 +40,19 @@ Artefact (``save(dir)``, no pickle: JSON only)::
     dir/<version>/model.json         columns, means, scales, clip ranges, coefficients, covariance, calibrator
 
 ``<version>`` is ``rk1-<data sha256[:12]>``: the same data gives the same version (fitting is deterministic).
+
+Public API (stable: the agent, ``signoff risk``, ``bench/`` and the ``agent: renewal`` eval suites call it)
+    * ``RiskModel.fit(features, labels, *, c=0.1, method="sigmoid", holdout=0.25, seed=0, source="")``
+      -> a fitted model (``features``: :data:`~signoff.tools.accounts.Features` dicts, ``labels``: 1 = churned);
+    * ``model.predict_proba(rows)`` -> calibrated churn probabilities (numpy array);
+    * ``model.score(rows)`` -> :class:`RiskResult` per row (probability, interval, confidence, drivers);
+    * ``model.save(directory)`` / ``RiskModel.load(directory, version=None)``; ``model.version``, ``model.manifest``;
+    * helpers ``binary_ece``, ``lift_at``, ``describe``, ``band_for``.
+
+Model selection
+    Chosen on the Telco dev split only (``bench/churn_risk_cv.py``, repeated 5-fold cross-validation):
+    this regression beat a tuned ``HistGradientBoostingClassifier`` on the same features and the mean of
+    the two, so the shipped model stays a single, exactly explainable regression.
 """
 
 from __future__ import annotations

@@ -112,17 +112,17 @@ def at_risk(svc: ServerServices, text: str = "", *, top: int = 5) -> str:
 
 def run_risk(svc: ServerServices, partner_id: int, actor: str) -> str:
     """Start (or show) the renewal agent's run on one account; its proposals are posted for approval."""
-    from signoff.agents.renewal import renewal_runner
+    from signoff.agents.renewal import parse_thread, renewal_runner
 
     with renewal_runner(svc.rt) as runner:
-        thread = runner.services.thread_for(partner_id)
         try:
             runner.services.model.model  # noqa: B018
         except ModelNotTrained:
             return RISK_UNTRAINED
+        thread = runner.current_thread(partner_id)  # one run per account and renewal cycle
         svc.rt.audit.append("chat.risk_requested", thread, actor, {"partner": partner_id}, thread_id=thread)
         with svc.lock(thread):
-            run = runner.run(partner_id)
+            run = runner.run(partner_id, cycle=parse_thread(thread)[2])
     if run.status == "failed" or run.score is None:
         return f"The renewal agent could not score partner {partner_id}: {run.error}"
     posted = svc.publish(thread)
@@ -131,7 +131,8 @@ def run_risk(svc: ServerServices, partner_id: int, actor: str) -> str:
              f"({s.interval[0]:.0%}–{s.interval[1]:.0%}), band *{s.band}*, confidence {s.confidence:.2f}."]
     lines += [f"• {d.text}" for d in s.drivers[:3]]
     if run.status == "duplicate":
-        lines.append("This account already has a run: the score above is fresh, and no new proposal was made.")
+        lines.append("This account already has a run this renewal cycle: the score above is fresh, and no new "
+                     "proposal was made.")
     pending = [p for p in svc.rt.store.find(thread_id=thread) if p.state == "pending"]
     if pending:
         where = f" in #{svc.slack.channel.lstrip('#')}" if svc.slack and posted else ""

@@ -166,7 +166,8 @@ class RunIn(BaseModel):
 class RunAccepted(BaseModel):
     status: Literal["accepted", "duplicate"] = Field(
         description="accepted: the run starts in the background; duplicate: the record already has a run.")
-    thread_id: str = Field(description="The run's id, e.g. ticket:signoff:42 or account:signoff:7.")
+    thread_id: str = Field(description="The run's id, e.g. ticket:signoff:42 or account:signoff:7:2027-01-15 "
+                                       "(an account's run for one renewal cycle).")
     agent: str
     links: dict[str, str]
 
@@ -306,7 +307,8 @@ class Orchestration:
     def _accept_account(self, partner_id: int, *, source: str) -> tuple[str, str]:
         from signoff.agents.renewal import renewal_runner
 
-        thread = f"account:{self.svc.rt.settings.odoo_db}:{partner_id}"
+        with renewal_runner(self.svc.rt) as runner:
+            thread = runner.current_thread(partner_id)  # one run per account and renewal cycle
         with self._guard:
             if thread in self._inflight:
                 return "duplicate", thread
@@ -333,7 +335,7 @@ class Orchestration:
             rt.audit.append("run.requested", thread, f"system:{source}", {"agent": "renewal", "partner": partner_id},
                             thread_id=thread)
             with self.svc.lock(thread), renewal_runner(rt) as runner:
-                result = runner.run(partner_id)
+                result = runner.run(partner_id, cycle=thread.rsplit(":", 1)[1])
             self.svc.metrics.runs.inc(result.status)
         except Exception as exc:  # the pool would swallow it
             log.exception("renewal run %s failed", thread)

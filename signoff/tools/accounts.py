@@ -30,6 +30,8 @@ product_line               cat     missing                                      
                                                                                     fiber / none
 plan                       cat     ``plan_id`` name (Starter, Business, ...)        missing
 seats                      num     ``sale.order.seats`` (missing if no such field)  missing
+multi_seat                 bool    ``seats`` > 1 (missing if no seats field)        ``MultipleLines`` = Yes (No
+                                                                                    phone service -> 0)
 paused                     bool    ``subscription_state`` = ``4_paused``            missing
 days_to_end                num     ``end_date`` minus today (missing: evergreen)    missing
 overdue_invoices           num     posted ``out_invoice`` with ``payment_state``     missing
@@ -47,8 +49,9 @@ notice_days_left           num     missing (contracts agent not built yet)      
 auto_renew                 bool    missing (contracts agent not built yet)          missing
 =========================  ======  ===============================================  =============================
 
-Telco's demographics (gender, SeniorCitizen, Partner, Dependents), phone lines and ``TotalCharges``
-(≈ tenure × MonthlyCharges) are deliberately not mapped: they have no SaaS counterpart. A model
+Telco's demographics (gender, SeniorCitizen, Partner, Dependents), ``PhoneService`` and ``TotalCharges``
+(≈ tenure × MonthlyCharges) are deliberately not mapped: they have no SaaS counterpart. ``MultipleLines``
+(more than one line on the account) maps onto ``multi_seat``, as Odoo's ``seats`` > 1 does. A model
 trained on Telco gives no weight to the Odoo-only features (they are always missing there), and for
 an Odoo account the Telco-only features are missing: their contribution is exactly zero and the
 explanation says so. ``signoff train risk --source odoo`` fits on Odoo's own churned/active
@@ -95,6 +98,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
     FeatureSpec("product_line", "cat", "product line", ("dsl", "fiber", "none")),
     FeatureSpec("plan", "cat", "subscription plan", ("starter", "business", "enterprise")),
     FeatureSpec("seats", "num", "seats"),
+    FeatureSpec("multi_seat", "bool", "more than one seat (line)"),
     FeatureSpec("paused", "bool", "subscription paused"),
     FeatureSpec("days_to_end", "num", "days to the subscription's end date"),
     FeatureSpec("overdue_invoices", "num", "overdue invoices"),
@@ -137,6 +141,9 @@ class AccountSnapshot:
     currency: str = "USD"
     sources: dict[str, str] = field(default_factory=dict)
     """Feature -> where it came from, or why it is missing."""
+    term_end: str | None = None
+    """ISO date the subscription's current term (renewal cycle) ends, or None when unknown (see
+    :func:`current_term_end`); the renewal agent runs once per term."""
 
     @property
     def churned(self) -> bool:
@@ -148,6 +155,7 @@ class AccountSnapshot:
             "subscription_id": self.subscription_id, "subscription_name": self.subscription_name,
             "subscription_state": self.subscription_state, "owner_uid": self.owner_uid,
             "owner_name": self.owner_name, "currency": self.currency, "sources": self.sources,
+            "term_end": self.term_end,
         }
 
     @classmethod
@@ -189,14 +197,51 @@ def _fields(reader: OdooReader, model: str) -> set[str] | None:
         raise
 
 
-def _commitment(value: Any, unit: Any) -> str | None:
+def _period_months(value: Any, unit: Any) -> float | None:
     try:
         months = int(value or 0) * {"week": 0.25, "month": 1, "year": 12}[str(unit)]
     except (KeyError, ValueError, TypeError):
         return None
-    if months <= 0:
+    return float(months) if months > 0 else None
+
+
+def _commitment(value: Any, unit: Any) -> str | None:
+    months = _period_months(value, unit)
+    if months is None:
         return None
     return "monthly" if months < 12 else "annual" if months < 24 else "biennial"
+
+
+def add_months(day: date, months: int) -> date:
+    """``day`` plus ``months`` calendar months, clamped to the month's last day (Jan 31 + 1 -> Feb 28/29)."""
+    index = day.year * 12 + day.month - 1 + months
+    year, month = divmod(index, 12)
+    first_next = date(year + (month == 11), (month + 1) % 12 + 1, 1)
+    return date(year, month + 1, min(day.day, (first_next - timedelta(days=1)).day))
+
+
+def current_term_end(today: date, *, anchor: date | None, period_months: float | None,
+                     end: date | None = None) -> date | None:
+    """The end of the subscription term that contains ``today`` (exclusive: the day the next term starts).
+
+    ``anchor`` is a term boundary (Odoo's ``next_invoice_date``, else the start date) and ``period_months``
+    the plan's billing period: the anchor is rolled forward by whole periods until it is after today.
+    A fixed ``end`` date before that boundary ends the term there. None when neither is known (or a
+    weekly plan, whose terms are shorter than a scoring period).
+    """
+    boundary: date | None = None
+    if anchor is not None and period_months is not None and period_months >= 1:
+        step, k = int(period_months), 0
+        boundary = anchor
+        if boundary <= today:
+            k = ((today.year - anchor.year) * 12 + today.month - anchor.month) // step
+            boundary = add_months(anchor, k * step)
+            while boundary <= today:
+                k += 1
+                boundary = add_months(anchor, k * step)
+    if end is not None and (boundary is None or end < boundary):
+        return end
+    return boundary
 
 
 def account_partner_ids(reader: OdooReader) -> list[int]:
@@ -226,7 +271,8 @@ def load_account(reader: OdooReader, partner_id: int, *, today: date | None = No
     # -- subscription (sale.order, Enterprise sale_subscription fields) --------------------------
     so_fields = _fields(reader, "sale.order") or set()
     wanted = [f for f in ("name", "plan_id", "subscription_state", "start_date", "first_contract_date", "end_date",
-                          "recurring_monthly", "seats", "user_id", "payment_token_id", "currency_code")
+                          "next_invoice_date", "recurring_monthly", "seats", "user_id", "payment_token_id",
+                          "currency_code")
               if f in so_fields]
     subs: list[dict[str, Any]] = []
     if "is_subscription" in so_fields:
@@ -235,8 +281,8 @@ def load_account(reader: OdooReader, partner_id: int, *, today: date | None = No
     live = [s for s in subs if s.get("subscription_state") in LIVE_STATES]
     sub = max(live, key=lambda s: float(s.get("recurring_monthly") or 0.0)) if live else (subs[0] if subs else None)
     if sub is None:
-        for name in ("tenure_months", "recurring_monthly", "commitment", "plan", "seats", "paused", "days_to_end",
-                     "auto_pay", "payment_method"):
+        for name in ("tenure_months", "recurring_monthly", "commitment", "plan", "seats", "multi_seat", "paused",
+                     "days_to_end", "auto_pay", "payment_method"):
             sources[name] = "missing: no subscription on sale.order"
     else:
         snap.subscription_id, snap.subscription_name = int(sub["id"]), str(sub.get("name") or sub["id"])
@@ -259,9 +305,11 @@ def load_account(reader: OdooReader, partner_id: int, *, today: date | None = No
             sources["recurring_monthly"] = "sale.order.recurring_monthly"
         if "seats" in sub and sub["seats"] not in (False, None):
             feats["seats"] = float(sub["seats"])
+            feats["multi_seat"] = 1.0 if float(sub["seats"]) > 1 else 0.0
             sources["seats"] = "sale.order.seats"
+            sources["multi_seat"] = "sale.order.seats > 1"
         else:
-            sources["seats"] = "missing: no seats field on sale.order"
+            sources["seats"] = sources["multi_seat"] = "missing: no seats field on sale.order"
         feats["paused"] = 1.0 if snap.subscription_state == "4_paused" else 0.0
         sources["paused"] = "sale.order.subscription_state"
         if end and not snap.churned:
@@ -277,6 +325,7 @@ def load_account(reader: OdooReader, partner_id: int, *, today: date | None = No
         else:
             sources["auto_pay"] = sources["payment_method"] = "missing: no payment_token_id on sale.order"
         plan_id, plan_name = _m2o(sub.get("plan_id"))
+        period: float | None = None
         if plan_id is not None:
             feats["plan"] = (plan_name or "").strip().lower() or None
             sources["plan"] = "sale.order.plan_id"
@@ -286,8 +335,15 @@ def load_account(reader: OdooReader, partner_id: int, *, today: date | None = No
                                    ["billing_period_value", "billing_period_unit"])
                 if plan:
                     feats["commitment"] = _commitment(plan[0]["billing_period_value"], plan[0]["billing_period_unit"])
+                    period = _period_months(plan[0]["billing_period_value"], plan[0]["billing_period_unit"])
                     sources["commitment"] = "sale.subscription.plan.billing_period_*"
         sources.setdefault("commitment", "missing: plan period unknown")
+        if snap.churned:
+            term = end
+        else:
+            term = current_term_end(today, anchor=_date(sub.get("next_invoice_date")) or start,
+                                    period_months=period, end=end if end and end >= today else None)
+        snap.term_end = term.isoformat() if term else None
 
     # -- invoices (account.move) ----------------------------------------------------------------
     if _fields(reader, "account.move") is None:
@@ -380,6 +436,8 @@ def telco_features(row: dict[str, str]) -> Features:
     streaming = [row.get(c, "").strip() for c in ("StreamingTV", "StreamingMovies")]
     feats["streaming_addons"] = float(sum(v == "Yes" for v in streaming)) if all(streaming) else None
     feats["product_line"] = _PRODUCT.get(row.get("InternetService", "").strip())
+    lines = row.get("MultipleLines", "").strip()
+    feats["multi_seat"] = 1.0 if lines == "Yes" else 0.0 if lines in ("No", "No phone service") else None
     return feats
 
 

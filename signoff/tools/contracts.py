@@ -408,3 +408,95 @@ def find_parties(text: str, offset: int = 0) -> list[tuple[str, int, int]]:
         seen.add(term.lower())
         out.append((term, offset + m.start("term"), offset + m.start("term") + len(term)))
     return out
+
+
+# --- span candidates for the short-value categories (parties, dates) -------------------------------
+
+_SUFFIX = (r"(?:Inc|INC|Incorporated|INCORPORATED|Corporation|CORPORATION|Corp|CORP|Company|COMPANY|Co|CO|Ltd|LTD|"
+           r"Limited|LIMITED|LLC|L\.L\.C|LLP|L\.P|LP|PLC|plc|GmbH|GMBH|AG|S\.A\.S|SAS|S\.A|SA|N\.V|NV|B\.V|BV|"
+           r"Pte|PTE|Pty|PTY|S\.r\.l|SRL|S\.p\.A|SpA|SE|AB|Oy|KK|Aktiengesellschaft|AKTIENGESELLSCHAFT|Trust|TRUST|"
+           r"Fund|FUND|Partners|PARTNERS|Holdings|HOLDINGS|Group|GROUP|University|Bank|BANK)\.?")
+_CAP = r"(?:[A-Z][\w&'’.\-]*|[a-z][A-Z][\w\-]*)"
+_NAME_WORD = rf"(?:{_CAP}|\d[\w\-]*|of|de|du|la|del|der|und|&|and)"
+_ENTITY_ANY = re.compile(rf"(?<![\w]){_CAP}(?:,?\s+{_NAME_WORD}){{0,7}}?,?\s+{_SUFFIX}"
+                         r"(?:,?\s*(?:Inc|Ltd|LTD|INC|Co|Limited)\.?)?(?![\w])")
+_LEAD = re.compile(r"(?:(?:By|and|And|Between|between|Among|among|This|The|THE|THIS|Agreement|AGREEMENT|BETWEEN|AND|"
+                   r"BY|AMONG|with|WITH)\s+)+")
+_QUOTED = re.compile(r"[\"“”ʺ]([A-Za-z0-9][^\"“”ʺ\n]{0,40}?)[\"“”ʺ]")
+_CAPSEQ = re.compile(rf"(?<![\w\"“])((?:The\s+|THE\s+)?{_CAP}(?:\s+(?:(?:of|de|for|and|&)\s+)?{_CAP}){{0,5}})")
+_PAREN = re.compile(r"\([^()]{3,160}\)")
+_PARTY_DEF = re.compile(r"[\"“ʺ]?Part(?:y|ies)[\"”ʺ]?")
+_CAPSEQ_STOP = {"This", "THIS", "The", "THE", "Agreement", "AGREEMENT", "WHEREAS", "NOW", "THEREFORE", "In", "IN",
+                "Section", "SECTION", "Article", "ARTICLE", "Date", "Effective", "By", "BY", "Name", "Title", "Its"}
+#: The preamble and the signature area: where CUAD's party names and defined short names are.
+PARTY_ZONE_CHARS = 5000
+
+
+def party_candidates(text: str, chunks: list[Chunk] | None = None) -> list[tuple[str, int, int]]:
+    """Candidate party spans ``(kind, start, end)`` in the preamble and the signature area: company
+    names ("Acme Corp.", "SIEMENS AKTIENGESELLSCHAFT"), quoted defined terms ("Company"), capitalised
+    name sequences, parentheticals with a defined term, and the sentence that defines "Party"/"Parties".
+    Many are wrong: a ranker scores them (:class:`signoff.llm.clauses.SpanRanker`)."""
+    zones = [(0, min(len(text), PARTY_ZONE_CHARS))]
+    if len(text) > PARTY_ZONE_CHARS:
+        zones.append((max(zones[0][1], len(text) - PARTY_ZONE_CHARS), len(text)))
+    out: list[tuple[str, int, int]] = []
+    for lo, hi in zones:
+        seg = text[lo:hi]
+        for m in _ENTITY_ANY.finditer(seg):
+            s = m.start()
+            lead = _LEAD.match(m.group(0))
+            if lead:
+                s += lead.end()
+            if s < m.end():
+                out.append(("entity", lo + s, lo + m.end()))
+        for m in _QUOTED.finditer(seg):
+            out.append(("quoted", lo + m.start(1), lo + m.end(1)))
+        for m in _CAPSEQ.finditer(seg):
+            if m.group(1) in _CAPSEQ_STOP or len(m.group(1)) < 2:
+                continue
+            out.append(("capseq", lo + m.start(1), lo + m.end(1)))
+        for m in _PAREN.finditer(seg):
+            if re.search(r"[\"“ʺ]", m.group(0)):
+                out.append(("paren", lo + m.start(), lo + m.end()))
+    for ch in chunks or []:
+        if ch.start > PARTY_ZONE_CHARS * 4 and ch.end < len(text) - PARTY_ZONE_CHARS:
+            continue
+        if _PARTY_DEF.search(ch.text) and re.search(r"[\"“ʺ]Part(?:y|ies)", ch.text):
+            out.append(("partydef", ch.start, ch.end))
+            for piece in re.finditer(r"[^;]+", ch.text):  # the clause of the sentence that defines it
+                if re.search(r"[\"“ʺ]Part(?:y|ies)", piece.group(0)) and len(piece.group(0)) < len(ch.text) - 5:
+                    a, b = _trim(text, ch.start + piece.start(), ch.start + piece.end())
+                    out.append(("partydef", a, b))
+    seen: set[tuple[int, int]] = set()
+    uniq = []
+    for kind, s, e in out:
+        s, e = _trim(text, s, e)
+        if e - s >= 2 and (s, e) not in seen:
+            seen.add((s, e))
+            uniq.append((kind, s, e))
+    return uniq
+
+
+_DAY_OF = re.compile(r"(?i)\b\d{1,2}\s*(?:st|nd|rd|th|t\s?h)?\s+day\s+of\s+[A-Za-z]{3,9}\.?,?(?:\s*(?:19|20)[\d_]{2})?")
+_BLANK = r"(?:_{2,}|\[\s*[•●]?\s*\])"
+_BLANK_DATE = re.compile(rf"(?i)(?:\bthis\s+)?{_BLANK}\s*(?:day\s+of\s+(?:{_BLANK}|[A-Za-z]{{3,9}}),?\s*)?"
+                         r",?\s*(?:19|20)[\d_]{2}\b|\bday\s+of\s*,\s*(?:19|20)\d{2}")
+_DASH_DATE = re.compile(r"\b\d{1,2}-\d{1,2}-(?:19|20)?\d{2}\b")
+
+
+def date_candidates(text: str) -> list[tuple[str, int, int]]:
+    """Candidate date spans ``(kind, start, end)``: every calendar date (:func:`find_dates`), "20th day of
+    January, 2020" (also OCR-split "20t h"), blank dates of unsigned forms ("this ____ day of ____, 2000",
+    "[•], 2020") and "3-14-18"."""
+    out = [("date", d.start, d.end) for d in find_dates(text)]
+    taken = [(s, e) for _k, s, e in out]
+    for kind, rx in (("date", _DAY_OF), ("blankdate", _BLANK_DATE), ("date", _DASH_DATE)):
+        for m in rx.finditer(text):
+            s, e = _trim(text, m.start(), m.end())
+            if any(s < b and a < e and (s, e) == (a, b) for a, b in taken):
+                continue
+            taken.append((s, e))
+            out.append((kind, s, e))
+    out.sort(key=lambda x: x[1])
+    return out
