@@ -412,3 +412,44 @@ def test_cli_trains_scores_all_explains_and_approves_once_after_a_crash(
     for p in mine:
         made = [c for c in creates(odoo_standin, "mail.activity") if p.id in str(c["args"])]
         assert len(made) == 1, f"one activity for {p.action} despite the crash"
+
+
+# --- server --------------------------------------------------------------------------------------
+
+
+def test_server_starts_one_renewal_run_per_cycle_and_shows_it(
+    start_server: Any, model_dir: Path, risk_models: Path, risk_settings: Settings, tmp_path: Path
+) -> None:
+    """POST /runs for an account names its cycle's thread; a repeat is a duplicate of the same run."""
+    from conftest import wait_for
+
+    from signoff.server.apikeys import ApiKeyStore
+
+    models = tmp_path / "models-with-risk"
+    models.mkdir()
+    for entry in model_dir.iterdir():
+        (models / entry.name).symlink_to(entry)
+    (models / "risk").symlink_to(risk_models / "risk")
+    live = start_server(channel="inbox", settings_update={"model_dir": models,
+                                                          "policy_path": risk_settings.policy_path})
+    _, key = ApiKeyStore(live.svc.rt.statedb).create("n8n", ["start", "read"])
+    auth = {"Authorization": f"Bearer {key}"}
+    pid = partner_id(live.svc.rt.reader, "Initech")
+    term_end = load_account(live.svc.rt.reader, pid).term_end
+    assert term_end
+    body = {"agent": "renewal", "input": {"partner_id": pid}}
+    first = live.http.post(live.url + "/runs", json=body, headers=auth)
+    assert first.status_code == 202 and first.json()["status"] == "accepted", first.text
+    thread = first.json()["thread_id"]
+    assert thread == f"account:signoff:{pid}:{term_end}"
+
+    def settled() -> dict[str, Any] | None:
+        view = live.http.get(f"{live.url}/runs/{thread}", headers=auth).json()
+        return view if view["state"] == "paused" else None
+
+    view = wait_for(settled, 30, "paused renewal run")
+    assert isinstance(view, dict) and view["agent"] == "renewal" and view["outcome"]["band"]
+    assert {p["action"] for p in view["proposals"]} == {"account.csm_followup", "account.retention_offer"}
+    again = live.http.post(live.url + "/runs", json=body, headers=auth)
+    assert again.status_code == 200 and again.json()["status"] == "duplicate" and again.json()["thread_id"] == thread
+    assert len(live.svc.rt.store.find()) == len(view["proposals"]), "the same cycle proposes nothing new"
