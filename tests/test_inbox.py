@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import API_TOKEN, Live, new_ticket_ids
+from conftest import API_TOKEN, Live, both_dbs, new_ticket_ids
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
@@ -80,6 +80,7 @@ def test_inbox_is_off_without_a_secret(settings: Settings) -> None:
     assert answer.status_code == 503 and "SIGNOFF_INBOX_SECRET" in answer.text
 
 
+@both_dbs
 def test_sign_in_sessions_and_csrf(start_server: Callable[..., Live]) -> None:
     live = start_server(channel="inbox")
     add_users(live)
@@ -229,6 +230,7 @@ def test_exceptions_retry_and_cancel_are_authorised_and_audited(start_server: Ca
     assert ("proposal.cancelled", "cli:lead") in [(e.kind, e.actor) for e in live.svc.rt.audit.trail(b)]
 
 
+@both_dbs
 def test_audit_and_quality_pages(start_server: Callable[..., Live]) -> None:
     live = start_server(channel="inbox")
     add_users(live)

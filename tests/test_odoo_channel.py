@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ODOO_DB, write_policy
+from conftest import ODOO_DB, both_dbs, write_policy
 
 from signoff.agents.services import Runtime, open_runtime
 from signoff.config import Settings
@@ -21,9 +21,11 @@ ALICE_UID, BOB_UID = 5, 6
 
 
 @pytest.fixture
-def rt(settings: Settings, model_dir: Path, tmp_path: Path) -> Iterator[Runtime]:
+def rt(settings: Settings, model_dir: Path, tmp_path: Path, serve_db: str,
+       request: pytest.FixtureRequest) -> Iterator[Runtime]:
     odoo_settings = settings.model_copy(update={
         "model_dir": model_dir, "policy_path": write_policy(tmp_path / "policy.yaml", 0.0, channel="odoo"),
+        "database_url": request.getfixturevalue("postgres_url") if serve_db == "postgres" else None,
     })
     with open_runtime(odoo_settings) as runtime:
         yield runtime
@@ -53,6 +55,7 @@ def ticket_writes(standin: OdooStandIn) -> int:
     return sum(1 for c in standin.calls() if c["method"] == "write" and c["model"] == "helpdesk.ticket" and c["ok"])
 
 
+@both_dbs
 def test_approve_in_odoo_round_trip(rt: Runtime, odoo_standin: OdooStandIn) -> None:
     proposals = triaged(rt)
     assert proposals and all(p.channel == "odoo" for p in proposals)
@@ -91,6 +94,7 @@ def test_reject_with_feedback_and_cancel_write_nothing(rt: Runtime, odoo_standin
     assert ticket_writes(odoo_standin) == 0
 
 
+@both_dbs
 def test_an_unauthorised_odoo_user_is_refused_and_the_request_reposted(
     rt: Runtime, odoo_standin: OdooStandIn
 ) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Live, new_ticket_ids, wait_for
+from conftest import Live, both_dbs, new_ticket_ids, wait_for
 from pydantic import SecretStr
 
 from signoff.config import Settings
@@ -103,6 +103,7 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+@both_dbs
 def test_runs_keys_scopes_events_signed_retried_in_order(start_server: Callable[..., Live],
                                                         receivers: Callable[..., Receiver]) -> None:
     live = start_server(channel="inbox")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from conftest import WEBHOOK_SECRET, Live, new_ticket_ids, wait_for
+from conftest import WEBHOOK_SECRET, Live, both_dbs, new_ticket_ids, wait_for
 from fastapi.testclient import TestClient
 
 from signoff.config import Settings
@@ -25,6 +25,7 @@ def kinds(live: Live, subject: str | None = None) -> list[str]:
     return [e.kind for e in live.svc.rt.audit.trail(subject)]
 
 
+@both_dbs
 def test_health_ready_and_metrics(start_server: Callable[..., Live]) -> None:
     live = start_server()
     assert live.http.get(live.url + "/healthz").json() == {"status": "ok"}
@@ -95,6 +96,7 @@ def test_webhook_for_a_record_not_yet_visible_retries_then_audits(start_server: 
     assert live.svc.rt.store.find() == []
 
 
+@both_dbs
 def test_rest_api_decisions_and_error_mapping(start_server: Callable[..., Live],
                                               odoo_standin: OdooStandIn) -> None:
     live = start_server(channel="inbox")
@@ -143,6 +145,7 @@ def test_rest_api_decisions_and_error_mapping(start_server: Callable[..., Live],
     assert 'signoff_proposals{state="executed"}' in metrics
 
 
+@both_dbs
 def test_sweep_expires_reminds_and_resumes(start_server: Callable[..., Live], odoo_standin: OdooStandIn) -> None:
     live = start_server(expires="2s", remind="1s")
     tid = new_ticket_ids(live)[0]

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from conftest import LEAD, OUTSIDER, Live, new_ticket_ids, wait_for
+from conftest import LEAD, OUTSIDER, Live, both_dbs, new_ticket_ids, wait_for
 
 from signoff.integrations.slack import approval_blocks
 from signoff.sandbox.odoo import OdooStandIn
@@ -92,6 +92,7 @@ def test_click_approve_resumes_the_run_and_writes_once(start_server: Callable[..
     assert {e.actor for e in audit} == {f"slack:{LEAD}"} and all(e.data["channel"] == "slack" for e in audit)
 
 
+@both_dbs
 def test_double_click_and_retried_click_write_once(start_server: Callable[..., Live],
                                                    odoo_standin: OdooStandIn) -> None:
     live = start_server()
@@ -338,6 +339,7 @@ def live_public_data() -> Any:
 # --- escalation -------------------------------------------------------------------------------------
 
 
+@both_dbs
 def test_a_reminded_proposal_escalates_to_the_next_group(start_server: Callable[..., Live]) -> None:
     import time
 
