@@ -183,7 +183,9 @@ def _thread(state: RiskState, svc: RenewalServices, snap: AccountSnapshot) -> st
 
 def load(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskState:
     svc = runtime.context
-    snap = load_account(svc.reader, state["partner_id"], today=svc.day())
+    given = state.get("account")  # the runner read it to find the cycle: not read twice
+    snap = AccountSnapshot.from_json(given) if given else load_account(svc.reader, state["partner_id"],
+                                                                       today=svc.day())
     thread = _thread(state, svc, snap)
     svc.audit.append("account.loaded", thread, AGENT,
                      {"partner": snap.partner_id, "subscription": snap.subscription_id,
@@ -360,14 +362,21 @@ class RenewalRunner:
         """Score one account and propose, unless it already has a run this cycle (``duplicate``: a fresh
         score, no proposal). ``cycle`` defaults to the account's current one (:func:`cycle_for`)."""
         svc = self.services
+        snap: AccountSnapshot | None = None
+        if cycle is None:
+            try:
+                snap = load_account(svc.reader, partner_id, today=svc.day())
+                cycle = cycle_for(snap, svc.day())
+            except SignoffError:  # the graph's load step reads it again and records the failure
+                cycle = scoring_period(svc.day())
         thread_id = svc.thread_for(partner_id, cycle)
-        _db, _pid, cycle = parse_thread(thread_id)
         config = self._config(thread_id)
         try:
             values, paused, stopped = self.status(thread_id)
             if values and not stopped:
-                _snap, fresh, _ = assess(svc, partner_id)
-                fresh = fresh.model_copy(update={"thread_id": thread_id})
+                if snap is None:
+                    snap = load_account(svc.reader, partner_id, today=svc.day())
+                fresh = risk_score(svc, snap, svc.model.model.score([snap.features])[0], thread_id=thread_id)
                 before = RiskScore.model_validate(values["score"]) if values.get("score") else None
                 fresh = fresh.model_copy(update={
                     "outcome": before.outcome if before else fresh.outcome,
@@ -377,8 +386,10 @@ class RenewalRunner:
             if stopped:
                 out = self.graph.invoke(None, config, context=svc)
             else:
-                out = self.graph.invoke({"partner_id": partner_id, "cycle": cycle or "", "thread_id": thread_id},
-                                        config, context=svc)
+                start: RiskState = {"partner_id": partner_id, "cycle": cycle, "thread_id": thread_id}
+                if snap is not None:
+                    start["account"] = snap.to_json()
+                out = self.graph.invoke(start, config, context=svc)
         except SignoffError as exc:
             svc.audit.append("run.failed", thread_id, AGENT, {"error": f"{type(exc).__name__}: {exc}"},
                              thread_id=thread_id)
