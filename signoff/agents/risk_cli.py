@@ -158,7 +158,8 @@ def score(
 
 @app.command("explain")
 def explain(partner: Annotated[int, typer.Argument(help="Customer (res.partner) id.")]) -> None:
-    """Explain an account's churn probability in words: drivers, what is unknown, where each value came from."""
+    """Explain an account's churn probability in words: drivers, what is unknown, where each value came from,
+    and the renewal cycle it is in (its current term's end, the run's thread). Reads only: proposes nothing."""
     from signoff.agents.renewal import assess, renewal_runner
     from signoff.agents.services import open_runtime
 
