@@ -467,3 +467,61 @@ def test_contracts_smoke_suite_scores_spans_resumes_and_gates(eval_env: dict[str
     assert doc2["metrics"] == doc["metrics"]
     committed = json.loads((ROOT / "evals" / "baselines" / "contracts-smoke.json").read_text())
     assert committed["agent"] == "contracts" and len(committed["cases"]["id"]) == 6
+
+
+# --- per-class thresholds: policy, the agent's gate, --write-policy ---------------------------------------
+
+
+def test_per_class_thresholds_use_the_agents_gate(tmp_path: Path) -> None:
+    from signoff.errors import PolicyError
+    from signoff.guardrails.policy import ActionPolicy
+
+    rule = ActionPolicy(min_confidence=0.9, min_confidence_by_class={"a": 0.6})
+    assert rule.min_confidence_for("a") == 0.6 and rule.min_confidence_for("b") == 0.9
+    assert rule.min_confidence_for(None) == 0.9
+    # no action threshold: unlisted classes never pass (fail closed), listed ones use theirs
+    assert ActionPolicy(min_confidence_by_class={"a": 0.6}).min_confidence_for("b") is None
+    arr = CaseArrays(["1", "2", "3"], np.array(["a", "b", "b"], dtype=object), np.array(["a", "b", "a"], dtype=object),
+                     np.array([0.7, 0.7, 0.95]), np.zeros(3))
+    assert compute_metrics(arr, threshold=0.9, oos_label=None)["coverage"] == pytest.approx(1 / 3)
+    m = compute_metrics(arr, threshold=0.9, oos_label=None, by_class={"a": 0.6})
+    assert m["coverage"] == 2 / 3 and m["selective_accuracy"] == 0.5  # case 1 (a, 0.7) now kept
+    bad = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
+    bad["actions"]["ticket.set_category"]["min_confidence_by_class"] = {"a": 1.5}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(PolicyError, match="between 0 and 1"):
+        load_policy(tmp_path / "bad.yaml")
+
+
+def test_per_class_thresholds_are_written_into_the_policy_and_used_by_the_runner(
+        eval_env: dict[str, str | None], tmp_path: Path) -> None:
+    from signoff.evals.runner import accepted
+    from signoff.evals.thresholds import round_up
+
+    policy = tmp_path / "policy.yaml"
+    result = _cli(eval_env, str(SMOKE), "--baseline-dir", str(tmp_path), "--recommend-thresholds", "--per-class",
+                  "--min-class-support", "2", "--target-precision", "0.9", "--write-policy", str(policy),
+                  "--json", str(tmp_path / "t.json"))
+    assert result.exit_code == 0, result.output
+    assert "per-class thresholds for ticket.set_category" in result.output
+    rec = json.loads((tmp_path / "t.json").read_text())["recommendation"]
+    written = {k for k, v in rec["per_class"].items() if v["written"]}
+    assert written and written == {k for k, v in rec["per_class"].items() if v["n_predicted"] >= 2}
+    rule = load_policy(policy).action("ticket.set_category")
+    assert rule.min_confidence_by_class == rec["class_thresholds"]
+    assert set(rule.min_confidence_by_class) == written
+    for label in written:
+        assert rule.min_confidence_by_class[label] == round_up(rec["per_class"][label]["threshold"])
+
+    # the runner scores with the written policy: its coverage is the agent's gate, class by class
+    env = {**eval_env, "SIGNOFF_POLICY_PATH": str(policy)}
+    run = _cli(env, str(SMOKE), "--baseline-dir", str(tmp_path), "--json", str(tmp_path / "p.json"))
+    assert run.exit_code == 0, run.output
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert doc["class_thresholds"] == rule.min_confidence_by_class and "per-class" in doc["threshold_source"]
+    base = json.loads((ROOT / "evals" / "baselines" / "smoke.json").read_text())["cases"]
+    arr = CaseArrays.from_columns(base)
+    keep = accepted(arr.conf, rule.min_confidence, labels=arr.pred, by_class=rule.min_confidence_by_class)
+    if doc["model_version"] == json.loads((ROOT / "evals" / "baselines" / "smoke.json").read_text())["model_version"]:
+        assert doc["metrics"]["coverage"] == pytest.approx(float(keep.mean()))
+    assert rec["per_class_on_suite"]["coverage"] >= 0 and "coverage_action_only" in rec["per_class_on_suite"]

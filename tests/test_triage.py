@@ -237,6 +237,35 @@ def test_below_threshold_yields_no_proposal(triage_settings: Settings, tmp_path:
     assert ticket_writes(odoo_standin) == []
 
 
+def test_per_class_thresholds_gate_the_predicted_class_only(triage_settings: Settings, tmp_path: Path,
+                                                             model_dir: Path, odoo_standin: OdooStandIn) -> None:
+    """min_confidence_by_class: a listed class uses its own threshold, any other class the action's (1.0)."""
+    import yaml
+
+    classes = [str(c) for c in TextClassifier.load(model_dir).classes_]
+    path = write_policy(tmp_path / "per-class.yaml", 1.0)
+    data = yaml.safe_load(path.read_text())
+    data["actions"]["ticket.set_category"]["min_confidence_by_class"] = dict.fromkeys(classes, 0.0)
+    data["actions"]["ticket.set_team"]["min_confidence_by_class"] = dict.fromkeys(classes, 0.0)
+    path.write_text(yaml.safe_dump(data))
+    lenient = triage_settings.model_copy(update={"policy_path": path})
+    with open_runtime(lenient) as rt:
+        tid = any_new_ticket(rt)
+        result = rt.runner.run(tid)
+        assert result.triage is not None and result.triage.outcome != "needs_human", result.triage.reasons
+        assert rt.store.find(thread_id=f"ticket:signoff:{tid}")
+    data["actions"]["ticket.set_category"]["min_confidence_by_class"] = {"no_such_class": 0.0}
+    path.write_text(yaml.safe_dump(data))
+    with open_runtime(lenient) as rt:
+        from signoff.tools.tickets import untriaged_ticket_ids
+
+        other = next(t for t in untriaged_ticket_ids(rt.reader) if t != tid)
+        result = rt.runner.run(other)
+        assert result.triage is not None and result.triage.outcome == "needs_human"
+        assert "below 1.00" in result.triage.reasons[0]
+        assert rt.store.find(thread_id=f"ticket:signoff:{other}") == []
+
+
 def test_injection_is_flagged_and_yields_no_extra_proposal(rt: Runtime) -> None:
     tid = ticket_id(rt, "signoff-injection")
     result = rt.runner.run(tid)

@@ -185,7 +185,8 @@ def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
                        + "; ".join(screened.injection[:3]))
 
     category_rule = policy.action("ticket.set_category")
-    confident = confident_enough(prediction.confidence, category_rule.min_confidence)
+    category_threshold = category_rule.min_confidence_for(prediction.label)  # per class, else the action's
+    confident = confident_enough(prediction.confidence, category_threshold)
     team, team_reason = policy.routing.team_for(prediction.label)
     # Text that addresses the AI is untrusted: its urgency words must not raise the priority.
     priority, priority_reason = decide_priority(
@@ -204,7 +205,7 @@ def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
     wanted: list[Proposal] = []
     if not confident:
         reasons.append(f"category confidence {prediction.confidence:.2f} is below "
-                       f"{_threshold(category_rule.min_confidence):.2f} for ticket.set_category: left to human triage "
+                       f"{_threshold(category_threshold):.2f} for ticket.set_category: left to human triage "
                        f"(best guesses: {best}, {alternatives or 'none'}; "
                        f"suggested priority {PRIORITY_NAMES[priority]}: {priority_reason})")
     else:
@@ -213,7 +214,8 @@ def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
                                     ticket.category, prediction.confidence, why, evidence,
                                     prediction.model_version))
         team_rule = policy.action("ticket.set_team")
-        if team != ticket.team and confident_enough(prediction.confidence, team_rule.min_confidence):
+        if team != ticket.team and confident_enough(prediction.confidence,
+                                                    team_rule.min_confidence_for(prediction.label)):
             wanted.append(_proposal(svc, ticket, "ticket.set_team", {"team": team}, ticket.team,
                                     prediction.confidence, f"{team_reason}; {why}", evidence,
                                     prediction.model_version))

@@ -70,10 +70,15 @@ def eval_command(
     calibration: Annotated[str, typer.Option(
         help="Calibration set for thresholds: 'dev' (held-out 20% of the training data) or 'suite'.")] = "dev",
     per_class: Annotated[bool, typer.Option(
-        "--per-class", help="Also recommend a threshold per predicted class (report only).")] = False,
+        "--per-class", help="Also recommend a threshold per predicted class; with --write-policy they are "
+        "written as ticket.set_category.min_confidence_by_class (classes with too few calibration "
+        "predictions keep the action's threshold).")] = False,
+    min_class_support: Annotated[int, typer.Option(
+        min=1, help="--per-class: calibration predictions a class needs for a threshold of its own.")] = 20,
     write_policy: Annotated[Path | None, typer.Option(
         "--write-policy", help="Write the recommended thresholds into this policy YAML "
-        "(ticket.set_category / ticket.set_team min_confidence; the rest kept, comments lost).")] = None,
+        "(ticket.set_category / ticket.set_team min_confidence, and per class with --per-class; the rest "
+        "kept, comments lost).")] = None,
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Ignore a previous partial run of the same suite/model/data and score from scratch.")
     ] = False,
@@ -137,7 +142,8 @@ def eval_command(
             elif recommend_thresholds:
                 with console.status(f"{suite.name}: recommending thresholds"):
                     doc["recommendation"] = recommend(run, settings, target=target_precision,
-                                                      per_class=per_class, source=calibration)
+                                                      per_class=per_class, source=calibration,
+                                                      min_class_support=min_class_support)
             if bless:
                 path = store_baseline(run, bdir)
                 doc["baseline_note"] = f"blessed as the baseline: {path}"
@@ -180,8 +186,17 @@ def eval_command(
                               f"precision on the suite's cases (target {target_precision}); the calibration set "
                               "may be too small or unlike them: check before you deploy this policy")
             written = write_policy_file(write_policy, recs[0], base=settings.policy_path or DEFAULT_POLICY_PATH)
+            by_class = recs[0].get("class_thresholds")
+            extra = f", {len(by_class)} per-class thresholds for ticket.set_category" if by_class is not None else ""
             console.print(f"wrote {write_policy}: " + ", ".join(f"{a} min_confidence {v}" for a, v in written.items())
-                          + " (YAML comments in that file are not preserved)")
+                          + extra + " (YAML comments in that file are not preserved)")
+            if by_class is None:
+                from signoff.guardrails.policy import load_policy
+
+                kept = load_policy(write_policy).action("ticket.set_category").min_confidence_by_class
+                if kept:
+                    err.print(f"[yellow]warning:[/] {write_policy} keeps {len(kept)} per-class thresholds "
+                              "(min_confidence_by_class) from before; rerun with --per-class to recompute them")
     except SignoffError as exc:
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(EXIT_ERROR) from exc

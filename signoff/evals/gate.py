@@ -57,6 +57,7 @@ def bless(run: SuiteRun | PairedRun, baseline_dir: Path) -> Path:
         "metrics": summary["metrics"],
         "secondary": summary["secondary"],
         "threshold": run.threshold,
+        "class_thresholds": run.class_thresholds,
         "oos_label": run.suite.oos_label,
         "model_version": summary["model_version"],
         "dataset_hash": summary["dataset_hash"],
@@ -140,9 +141,10 @@ class Comparison:
 
 
 def _metric_fn(name: str, threshold: float | None, oos_label: str | None,
-               policy: Policy) -> Any:
+               policy: Policy, by_class: dict[str, float] | None = None) -> Any:
     def value(arr: CaseArrays) -> float:
-        return compute_metrics(arr, threshold=threshold, oos_label=oos_label, policy=policy).get(name, float("nan"))
+        return compute_metrics(arr, threshold=threshold, oos_label=oos_label, policy=policy,
+                               by_class=by_class).get(name, float("nan"))
 
     # fast paths for the bootstrap (compute_metrics does every figure at once)
     if name == "macro_f1":
@@ -152,7 +154,7 @@ def _metric_fn(name: str, threshold: float | None, oos_label: str | None,
     if name == "brier":
         return lambda arr: float(arr.brier.mean())
     if name == "coverage":
-        return lambda arr: float(accepted(arr.conf, threshold).mean())
+        return lambda arr: float(accepted(arr.conf, threshold, labels=arr.pred, by_class=by_class).mean())
     return value
 
 
@@ -178,11 +180,14 @@ def compare(run: SuiteRun | PairedRun, baseline: dict[str, Any], *, rounds: int 
                      "(baseline cases are re-scored at the new threshold)")
     if baseline.get("suite_hash") != run.suite.sha256:
         notes.append("the suite file changed since the baseline")
+    if (baseline.get("class_thresholds") or {}) != run.class_thresholds:
+        notes.append("per-class thresholds changed since the baseline (baseline cases are re-scored with the "
+                     "new ones)")
     new = run.arrays.take(np.array([new_pos[c] for c in shared]))
     base = base_all.take(np.array([base_pos[c] for c in shared]))
-    threshold, oos = run.threshold, run.suite.oos_label
-    base_vals = compute_metrics(base, threshold=threshold, oos_label=oos, policy=run.policy)
-    new_vals = compute_metrics(new, threshold=threshold, oos_label=oos, policy=run.policy)
+    threshold, oos, by_class = run.threshold, run.suite.oos_label, run.class_thresholds
+    base_vals = compute_metrics(base, threshold=threshold, oos_label=oos, policy=run.policy, by_class=by_class)
+    new_vals = compute_metrics(new, threshold=threshold, oos_label=oos, policy=run.policy, by_class=by_class)
     mc = M.mcnemar(base.correct, new.correct)
     names = [m for m in dict.fromkeys([*run.suite.metrics, *run.suite.tolerances]) if m in new_vals]
     changes: list[MetricChange] = []
@@ -199,7 +204,7 @@ def compare(run: SuiteRun | PairedRun, baseline: dict[str, Any], *, rounds: int 
             if name == "accuracy":
                 p_worse = mc["p_worse"]
             else:
-                fn = _metric_fn(name, threshold, oos, run.policy)
+                fn = _metric_fn(name, threshold, oos, run.policy, by_class)
                 n = len(shared)
 
                 def stat(idx: np.ndarray, fn: Any = fn) -> float:

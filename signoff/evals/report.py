@@ -214,6 +214,15 @@ def suite_html(doc: dict[str, Any]) -> str:
                              for a, r in rec["actions"].items()],
                             ["action", "threshold", "coverage (cal.)", "precision (cal.)", "coverage (suite)",
                              "precision (suite)", "current"]))
+        if rec.get("class_thresholds") is not None:
+            on = rec["per_class_on_suite"]
+            parts.append(f"<p>Per class (min_confidence_by_class, classes with at least {rec['min_class_support']} "
+                         f"calibration predictions): coverage on the suite {_fmt(on['coverage'], 3)} at precision "
+                         f"{_fmt(on['precision'], 3)}; with the action threshold only "
+                         f"{_fmt(on['coverage_action_only'], 3)} at {_fmt(on['precision_action_only'], 3)}.</p>")
+            parts.append(_table([[k, v["threshold"], v["n_predicted"], v["precision"], "yes" if v["written"] else ""]
+                                 for k, v in rec["per_class"].items()],
+                                ["class", "threshold", "predicted (cal.)", "precision (cal.)", "written"]))
     coverage = doc["metrics"].get("coverage")
     plots = []
     if doc.get("reliability"):
@@ -304,3 +313,10 @@ def print_summary(console: Console, doc: dict[str, Any]) -> None:
                           f"of the calibration set at precision {_fmt(r['precision'], 3)}; on the suite: coverage "
                           f"{_fmt(on['coverage'], 3)}, precision {_fmt(on['precision'], 3)} "
                           f"(current {_fmt(r['current_threshold'], 3)})")
+        if rec.get("class_thresholds") is not None:
+            on = rec["per_class_on_suite"]
+            console.print(f"  per class: {len(rec['class_thresholds'])} of {len(rec['per_class'])} predicted classes "
+                          f"get a threshold of their own (>= {rec['min_class_support']} calibration predictions); "
+                          f"on the suite: coverage {_fmt(on['coverage'], 3)} at precision {_fmt(on['precision'], 3)} "
+                          f"(action threshold only: {_fmt(on['coverage_action_only'], 3)} at "
+                          f"{_fmt(on['precision_action_only'], 3)})")

@@ -22,7 +22,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -296,19 +296,28 @@ class CaseArrays:
         return CaseArrays(ids, self.gold[idx], self.pred[idx], self.conf[idx], self.brier[idx])
 
 
-def accepted(conf: np.ndarray, min_confidence: float | None) -> np.ndarray:
-    """Which cases the triage graph would propose for: its own gate function, case by case."""
+def accepted(conf: np.ndarray, min_confidence: float | None, *, labels: Sequence[Any] | np.ndarray | None = None,
+             by_class: Mapping[str, float] | None = None) -> np.ndarray:
+    """Which cases the triage graph would propose for: its own gate, case by case (the action's
+    :meth:`~signoff.guardrails.policy.ActionPolicy.min_confidence_for` the predicted label, then
+    :func:`~signoff.agents.triage.confident_enough`)."""
     from signoff.agents.triage import confident_enough
+    from signoff.guardrails.policy import ActionPolicy
 
-    return np.array([confident_enough(float(c), min_confidence) for c in conf], dtype=bool)
+    rule = ActionPolicy(min_confidence=min_confidence, min_confidence_by_class=dict(by_class or {}))
+    names = [None] * len(conf) if labels is None else [str(x) for x in labels]
+    return np.array([confident_enough(float(c), rule.min_confidence_for(label))
+                     for c, label in zip(conf, names, strict=True)], dtype=bool)
 
 
 def compute_metrics(
-    arr: CaseArrays, *, threshold: float | None, oos_label: str | None, policy: Policy | None = None
+    arr: CaseArrays, *, threshold: float | None, oos_label: str | None, policy: Policy | None = None,
+    by_class: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """Every figure a triage suite can report, by name (NaN where undefined)."""
+    """Every figure a triage suite can report, by name (NaN where undefined). ``by_class``: the policy's
+    per-class thresholds (``min_confidence_by_class``), applied to each case's predicted label."""
     correct = arr.correct
-    keep = accepted(arr.conf, threshold)
+    keep = accepted(arr.conf, threshold, labels=arr.pred, by_class=by_class)
     out: dict[str, float] = {
         "accuracy": M.accuracy(arr.gold, arr.pred),
         "macro_f1": M.macro_f1(arr.gold, arr.pred),
@@ -357,6 +366,8 @@ class SuiteRun:
     runtime_seconds: float
     policy: Policy
     extra: dict[str, Any] = field(default_factory=dict)
+    class_thresholds: dict[str, float] = field(default_factory=dict)
+    """The policy's ``min_confidence_by_class`` for ticket.set_category (empty when the suite sets ``threshold``)."""
     decision_values: dict[str, float] = field(default_factory=dict)
     """The recorded human decisions' figures (:mod:`signoff.evals.decisions`); empty without ``decisions``."""
     decision_detail: dict[str, Any] | None = None
@@ -395,6 +406,7 @@ class SuiteRun:
                           if k not in METRICS},
             "threshold": self.threshold,
             "threshold_source": self.threshold_source,
+            "class_thresholds": self.class_thresholds,
             "oos_label": self.suite.oos_label,
             "model_version": self.model.classifier.version,
             "model_source": self.model.source,
@@ -440,12 +452,7 @@ def run_suite(
     model = model_for(suite, settings, embedder, progress=progress)
     if suite.oos_label is not None and suite.oos_label not in set(cases.labels):
         raise DataError(f"suite {suite.name}: oos_label {suite.oos_label!r} does not occur in {cases.source}")
-    if suite.threshold is not None:
-        threshold: float | None = suite.threshold
-        source = "suite"
-    else:
-        threshold = policy.action("ticket.set_category").min_confidence
-        source = f"policy {policy.label} ticket.set_category.min_confidence"
+    threshold, source, by_class = gate_for(suite, policy)
     dataset_sha = cases.sha256
     key = run_key(suite, model.classifier.version, dataset_sha, settings)
     run_file = settings.data_dir / "evals" / "runs" / f"{suite.name}-{key}.jsonl"
@@ -461,10 +468,22 @@ def run_suite(
     if not warmed and state.n_resumed == 0:
         store_embeddings(embedder, screened, emb_dir)
     arrays = CaseArrays.from_records(state.cases)
-    values = compute_metrics(arrays, threshold=threshold, oos_label=suite.oos_label, policy=policy)
+    values = compute_metrics(arrays, threshold=threshold, oos_label=suite.oos_label, policy=policy, by_class=by_class)
     return SuiteRun(suite, arrays, values, threshold, source, model, dataset_sha, state,
                     time.perf_counter() - started, policy, extra={"dataset": str(cases.source)},
-                    decision_values=decision_values, decision_detail=decision_detail)
+                    class_thresholds=by_class, decision_values=decision_values, decision_detail=decision_detail)
+
+
+def gate_for(suite: Suite, policy: Policy) -> tuple[float | None, str, dict[str, float]]:
+    """(threshold, where it came from, per-class thresholds) of the triage decide step for a suite."""
+    if suite.threshold is not None:
+        return suite.threshold, "suite", {}
+    rule = policy.action("ticket.set_category")
+    by_class = dict(rule.min_confidence_by_class)
+    source = f"policy {policy.label} ticket.set_category.min_confidence"
+    if by_class:
+        source += f" (+ {len(by_class)} per-class thresholds)"
+    return rule.min_confidence, source, by_class
 
 
 def load_suite_decisions(suite: Suite, settings: Settings) -> tuple[dict[str, float], dict[str, Any] | None]:

@@ -118,6 +118,8 @@ class LLMSpec(BaseModel):
     """The label set the model chooses from (the prompt lists it)."""
     cassette: str
     """vcrpy cassette, relative to the suite file (e.g. ``cassettes/llm-smoke.yaml``)."""
+    prompt: str | None = None
+    """A prompt file (``<id>.v<N>.md``, relative to the suite) instead of the packaged ``triage_classify``."""
     confidence: Literal["auto", "logprobs", "samples"] = "auto"
     samples: int = Field(default=5, ge=2)
     max_tokens: int = Field(default=64, gt=0)

@@ -27,11 +27,21 @@ import yaml
 from signoff.config import Settings
 from signoff.errors import PolicyError
 from signoff.evals import metrics as M
-from signoff.evals.runner import CaseArrays, SuiteRun, eval_embedder, fit_or_load, routes_labels, score_batch
+from signoff.evals.runner import (
+    CaseArrays,
+    SuiteRun,
+    accepted,
+    eval_embedder,
+    fit_or_load,
+    routes_labels,
+    score_batch,
+)
 from signoff.evals.suite import Cases, load_cases
 from signoff.guardrails.policy import Policy, load_policy
 
 ACTIONS = ("ticket.set_category", "ticket.set_team")
+#: a class needs this many predictions in the calibration set for a threshold of its own
+MIN_CLASS_SUPPORT = 20
 
 
 def _correct_for(action: str, arr: CaseArrays, policy: Policy) -> np.ndarray:
@@ -82,10 +92,16 @@ def calibration_cases(run: SuiteRun, settings: Settings, source: str) -> tuple[C
 
 
 def recommend(
-    run: SuiteRun, settings: Settings, *, target: float, per_class: bool = False, source: str = "dev"
+    run: SuiteRun, settings: Settings, *, target: float, per_class: bool = False, source: str = "dev",
+    min_class_support: int = MIN_CLASS_SUPPORT,
 ) -> dict[str, Any]:
     """Recommended ``min_confidence`` per action at ``target`` precision, with the coverage it keeps on
-    the calibration set and what it gives on the suite's cases."""
+    the calibration set and what it gives on the suite's cases.
+
+    ``per_class``: also a threshold per predicted class (the lowest at which that class's predictions on
+    the calibration set reach the target); classes predicted at least ``min_class_support`` times there
+    go into ``class_thresholds`` (what ``--write-policy`` writes as ``min_confidence_by_class``), the
+    rest keep the action's threshold."""
     cal, desc = calibration_cases(run, settings, source)
     out: dict[str, Any] = {"target_precision": target, "calibration": desc, "actions": {}}
     for action in ACTIONS:
@@ -109,14 +125,36 @@ def recommend(
             mask = cal.pred == label
             r = M.threshold_for_precision(cal.conf[mask], cal.correct[mask], target)
             classes[str(label)] = {"threshold": r["threshold"], "n_predicted": int(mask.sum()),
-                                   "coverage_of_predicted": r["coverage"], "precision": M.finite(r["precision"])}
+                                   "coverage_of_predicted": r["coverage"], "precision": M.finite(r["precision"]),
+                                   "written": int(mask.sum()) >= min_class_support}
         out["per_class"] = classes
+        by_class = {label: round_up(c["threshold"]) for label, c in classes.items() if c["written"]}
+        out["class_thresholds"] = by_class
+        out["min_class_support"] = min_class_support
+        # what the policy would do on the suite's cases, through the agent's own gate
+        action_t = round_up(out["actions"]["ticket.set_category"]["threshold"])
+        keep = accepted(run.arrays.conf, action_t, labels=run.arrays.pred, by_class=by_class)
+        plain = accepted(run.arrays.conf, action_t)
+        correct = run.arrays.correct
+        out["per_class_on_suite"] = {
+            "coverage": float(keep.mean()), "precision": M.finite(float(correct[keep].mean())) if keep.any() else None,
+            "coverage_action_only": float(plain.mean()),
+            "precision_action_only": M.finite(float(correct[plain].mean())) if plain.any() else None,
+        }
     return out
+
+
+def round_up(threshold: float | None) -> float:
+    """A recommended threshold as written into a policy: rounded *up* to 3 decimals; ``None`` (the target
+    is not reachable) becomes 1.0, practically always a human."""
+    return 1.0 if threshold is None else min(1.0, math.ceil(threshold * 1000 - 1e-9) / 1000)
 
 
 def write_policy(path: Path, recommendation: dict[str, Any], *, base: Path | None = None) -> dict[str, float]:
     """Set ``min_confidence`` of the recommended actions in the policy YAML at ``path`` (validated, then
-    replaced atomically). Everything else is kept, but YAML comments are not (PyYAML drops them).
+    replaced atomically), and ``ticket.set_category.min_confidence_by_class`` when the recommendation has
+    per-class thresholds (replacing the map that was there). Everything else is kept, but YAML comments
+    are not (PyYAML drops them).
 
     A threshold is rounded *up* to 3 decimals (never below the recommendation); an action for which no
     threshold reaches the target gets 1.0 (practically: always a human). A file that does not exist yet
@@ -133,10 +171,11 @@ def write_policy(path: Path, recommendation: dict[str, Any], *, base: Path | Non
     for action, rec in recommendation["actions"].items():
         if action not in data["actions"]:
             raise PolicyError(f"policy {path} has no action {action!r}")
-        t = rec["threshold"]
-        value = 1.0 if t is None else min(1.0, math.ceil(t * 1000 - 1e-9) / 1000)
+        value = round_up(rec["threshold"])
         data["actions"][action]["min_confidence"] = value
         written[action] = value
+    if "class_thresholds" in recommendation and "ticket.set_category" in data["actions"]:
+        data["actions"]["ticket.set_category"]["min_confidence_by_class"] = dict(recommendation["class_thresholds"])
     if "ticket.set_team" in written and "ticket.set_category" in written:
         floor = written["ticket.set_category"]
         written["ticket.set_team"] = data["actions"]["ticket.set_team"]["min_confidence"] = max(

@@ -43,6 +43,9 @@ class ActionPolicy(BaseModel):
 
     min_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     """Below this the agent does not propose; the ticket goes to a human. ``None``: no model gate."""
+    min_confidence_by_class: dict[str, float] = Field(default_factory=dict)
+    """Per predicted class (e.g. ``get_refund: 0.6``): that class's minimum confidence instead of
+    ``min_confidence``. A class not listed uses ``min_confidence`` (fail closed)."""
     approvers: str | None = None
     tiers: list[Tier] = Field(default_factory=list)
     channel: Literal["inbox", "slack", "odoo"] = "inbox"
@@ -54,6 +57,20 @@ class ActionPolicy(BaseModel):
     escalate_after: str | None = None
     """How long after the proposal was raised it escalates (after its reminder, when ``remind`` is set).
     Unset: one ``remind`` period after the reminder."""
+
+    @field_validator("min_confidence_by_class")
+    @classmethod
+    def _check_class_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not 0.0 <= v <= 1.0}
+        if bad:
+            raise ValueError(f"min_confidence_by_class values must be between 0 and 1: {bad}")
+        return value
+
+    def min_confidence_for(self, label: str | None) -> float | None:
+        """The threshold a prediction of ``label`` must reach: its class's, else the action's."""
+        if label is not None and label in self.min_confidence_by_class:
+            return self.min_confidence_by_class[label]
+        return self.min_confidence
 
     @field_validator("expires", "remind", "escalate_after")
     @classmethod
