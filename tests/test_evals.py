@@ -525,3 +525,87 @@ def test_per_class_thresholds_are_written_into_the_policy_and_used_by_the_runner
     if doc["model_version"] == json.loads((ROOT / "evals" / "baselines" / "smoke.json").read_text())["model_version"]:
         assert doc["metrics"]["coverage"] == pytest.approx(float(keep.mean()))
     assert rec["per_class_on_suite"]["coverage"] >= 0 and "coverage_action_only" in rec["per_class_on_suite"]
+
+
+# --- the LLM backend in suites: cassettes replayed, a changed prompt fails loudly, --record ---------------
+
+LLM_SMOKE = ROOT / "evals" / "llm-smoke.yaml"
+
+
+def _llm_suite(tmp: Path, name: str, **llm: Any) -> Path:
+    data = yaml.safe_load(LLM_SMOKE.read_text())
+    data["llm"] = {**data["llm"], "cassette": str(LLM_SMOKE.parent / data["llm"]["cassette"]), **llm}
+    path = tmp / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_llm_suite_replays_its_cassette(eval_env: dict[str, str | None], tmp_path: Path) -> None:
+    from signoff.prompts import load_prompt
+
+    cassette = ROOT / "evals" / "cassettes" / "llm-smoke.yaml"
+    before = cassette.read_bytes()
+    result = _cli(eval_env, str(LLM_SMOKE), "--json", str(tmp_path / "l.json"), "--html", str(tmp_path / "l.html"))
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "l.json").read_text())
+    assert doc["n"] == 10 and doc["cost"]["backend"] == "llm" and doc["cost"]["mode"] == "replay"
+    assert doc["cost"]["model_calls"] == 10 and doc["cost"]["tokens"] > 0 and doc["cassette_all_played"]
+    assert load_prompt("triage_classify").sha256[:12] in doc["model_version"]
+    assert doc["comparison"]["passed"] and doc["comparison"]["n_shared"] == 10  # evals/baselines/llm-smoke.json
+    assert 'id="reliability-llm-smoke"' in (tmp_path / "l.html").read_text()
+    assert cassette.read_bytes() == before  # replay never writes
+    text = before.decode()
+    assert "authorization" not in text.lower() and "replay-not-a-key" not in text
+
+
+def test_a_changed_prompt_fails_loudly_in_replay(eval_env: dict[str, str | None], tmp_path: Path) -> None:
+    source = ROOT / "signoff" / "prompts" / "triage_classify.v1.md"
+    changed = tmp_path / "triage_classify.v1.md"
+    changed.write_text(source.read_text() + "- Be terse.\n")
+    suite = _llm_suite(tmp_path, "changed.yaml", prompt=str(changed))
+    result = _cli(eval_env, str(suite), "--json", str(tmp_path / "x.json"))
+    assert result.exit_code == 2, result.output
+    assert "not in the cassette" in result.output and "--record" in result.output
+    assert not (tmp_path / "x.json").exists()  # no report from stale answers
+    # the same for a label set the cassette was not recorded with
+    relabelled = _llm_suite(tmp_path, "labels.yaml", labels=["cancel_order", "change_shipping_address", "get_refund",
+                                                             "payment_issue", "track_order", "complaint"])
+    assert _cli(eval_env, str(relabelled)).exit_code == 2
+
+
+def test_record_mode_records_scrubbed_and_replays(eval_env: dict[str, str | None], tmp_path: Path) -> None:
+    from test_llm_backend import StubLLM
+
+    from signoff.evals.llm import _scrub_response
+
+    answer = json.dumps({"label": "track_order", "rationale": "asks where jane@example.com's order is"})
+    stub = StubLLM([(200, answer)] * 6)
+    try:
+        cassette = tmp_path / "rec.yaml"
+        data = yaml.safe_load(_llm_suite(tmp_path, "rec-base.yaml", cassette=str(cassette), confidence="samples",
+                                         samples=2).read_text())
+        data["dataset"]["ids"] = ["bitext-04143", "bitext-04145", "bitext-00015"]
+        data["name"] = "llm-rec"
+        suite = tmp_path / "rec-suite.yaml"
+        suite.write_text(yaml.safe_dump(data))
+        env = {**eval_env, "SIGNOFF_LLM_BASE_URL": stub.url, "SIGNOFF_LLM_API_KEY": "sk-eval-secret-123"}
+        recorded = _cli(env, str(suite), "--record", "--baseline-dir", str(tmp_path), "--json",
+                        str(tmp_path / "r.json"))
+        assert recorded.exit_code == 0, recorded.output
+        assert len(stub.requests) == 6  # 3 tickets x (greedy + 1 sample)
+    finally:
+        stub.close()
+    text = cassette.read_text()
+    assert "sk-eval-secret-123" not in text and "authorization" not in text.lower()
+    assert "jane@example.com" not in text  # PII in a recorded answer is redacted
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["metrics"]["accuracy"] == pytest.approx(2 / 3) and doc["cost"]["mode"] == "record"
+    # replay with the endpoint gone: the same figures, no network
+    replayed = _cli(eval_env, str(suite), "--baseline-dir", str(tmp_path), "--json", str(tmp_path / "p.json"))
+    assert replayed.exit_code == 0, replayed.output
+    assert json.loads((tmp_path / "p.json").read_text())["metrics"] == doc["metrics"]
+    # --record without an endpoint is a configuration error; the scrubber drops cookies too
+    assert _cli(eval_env, str(suite), "--record").exit_code == 2
+    body = b'{"choices": [{"message": {"content": "mail bob@example.org"}}]}'
+    scrubbed = _scrub_response({"headers": {"Set-Cookie": ["a=b"], "Content-Type": ["x"]}, "body": {"string": body}})
+    assert "Set-Cookie" not in scrubbed["headers"] and b"bob@example.org" not in scrubbed["body"]["string"]
