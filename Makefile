@@ -70,9 +70,10 @@ TRIALS_MINUTES ?= 8
 trials: install-dev ## Fault trials: races, retries, expiry, kill -9 + recover; counts and invariants (minutes)
 	$(BIN)/python trials/run_trials.py --trials $(TRIALS) --seed $(TRIALS_SEED) --minutes $(TRIALS_MINUTES)
 
-EVAL_SUITES ?= evals/triage-bitext.yaml evals/triage-banking77.yaml evals/triage-clinc150.yaml
+EVAL_SUITES ?= evals/triage-bitext.yaml evals/triage-banking77.yaml evals/triage-clinc150.yaml \
+	evals/renewal-telco.yaml evals/contracts-cuad.yaml
 
-evals: install ## Full eval suites (Bitext, BANKING77, CLINC150), gated on evals/baselines; reports in evals/reports
+evals: install ## Full eval suites (triage x3, Telco renewal, CUAD contracts), gated on evals/baselines; reports in evals/reports
 	$(BIN)/signoff eval $(EVAL_SUITES) --json evals/reports --html evals/reports --recommend-thresholds
 
 clean: ## Remove local state (.signoff) and caches, keep .venv
