@@ -91,10 +91,21 @@ def eval_command(
 ) -> None:
     """Run eval suites: score every case with the real agent step, report metrics, gate on baselines.
 
+    Agents: triage (accuracy, macro-F1, calibration, coverage at the policy threshold; embedded model,
+    or ``backend: llm`` replayed from a vcrpy cassette, ``--record`` to re-record against
+    SIGNOFF_LLM_BASE_URL), contracts (CUAD: span F1/precision/recall of the terms the agent shows,
+    precision at 80 % recall and AUPR of its ranked candidates) and renewal (Telco: ROC-AUC, PR-AUC,
+    Brier, ECE, lift in the top decile).
+
     Each suite is compared case by case with its blessed baseline (McNemar for accuracy, paired
-    bootstrap otherwise). Exit code 1 when a metric got significantly worse by more than the suite's
-    tolerance (the message names it), 2 on a suite/data/model error, 0 otherwise. An interrupted run
-    resumes where it stopped when run again.
+    bootstrap otherwise; contracts resample contract/category pairs, renewal accounts). Exit code 1 when
+    a metric got significantly worse by more than the suite's tolerance (the message names it), 2 on a
+    suite/data/model error (also: a replayed request missing from its cassette), 0 otherwise. An
+    interrupted triage or contracts run resumes where it stopped when run again.
+
+    ``--recommend-thresholds`` (triage): min_confidence per action at ``--target-precision``;
+    ``--per-class`` adds one per predicted class, and ``--write-policy FILE`` writes them
+    (``min_confidence_by_class``; a class not listed keeps the action's threshold).
 
     A suite with ``decisions: file.jsonl`` also reports the recorded human decisions: approval, edit and
     reject rates, the edit distance of human edits, and how often the gate held back what the human then
