@@ -253,6 +253,12 @@ def render_html(docs: list[dict[str, Any]]) -> str:
             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n")
 
 
+def _train_note(doc: dict[str, Any]) -> str:
+    if doc["cost"].get("backend") == "llm":
+        return "n/a (LLM)"
+    return "cached" if doc["train_seconds"] is None else f"{doc['train_seconds']} s"
+
+
 def print_summary(console: Console, doc: dict[str, Any]) -> None:
     table = Table(title=f"{doc['suite']}: {doc['n']} cases, model {doc['model_version']}", title_justify="left")
     table.add_column("metric")
@@ -287,11 +293,19 @@ def print_summary(console: Console, doc: dict[str, Any]) -> None:
         for row in _decision_rows(doc):
             dt.add_row(row[0], _fmt(row[1]), row[2], row[3])
         console.print(dt)
+    if doc.get("per_category"):
+        ct = Table(title=f"per category ({doc.get('contracts')} contracts)", title_justify="left")
+        for col in ("category", "gold", "shown", "threshold", "P", "R", "F1", "P@80R", "AUPR"):
+            ct.add_column(col, justify="left" if col == "category" else "right")
+        for cat, r in doc["per_category"].items():
+            ct.add_row(cat, str(r["n_gold"]), str(r["n_shown"]), _fmt(r["threshold"], 2), _fmt(r["precision"], 3),
+                       _fmt(r["recall"], 3), _fmt(r["f1"], 3), _fmt(r["p_at_80r"], 3), _fmt(r["aupr"], 3))
+        console.print(ct)
     cost = doc["cost"]
     console.print(f"threshold {_fmt(doc['threshold'], 3)} ({doc['threshold_source']}); "
                   f"{cost['model_calls']} model calls, {_fmt(cost['latency_ms_per_case'], 2)} ms/case, "
                   f"tokens {cost.get('tokens', 0)}; "
-                  f"train {doc['train_seconds'] if doc['train_seconds'] is not None else 'cached'} s; "
+                  f"train {_train_note(doc)}; "
                   f"run {doc['runtime_seconds']} s ({doc['run']['n_resumed']} cases resumed)")
     if cmp_:
         for note in cmp_["notes"]:

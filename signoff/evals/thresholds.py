@@ -54,7 +54,7 @@ def _correct_for(action: str, arr: CaseArrays, policy: Policy) -> np.ndarray:
 def _at(arr: CaseArrays, correct: np.ndarray, threshold: float | None) -> dict[str, Any]:
     if threshold is None:
         return {"coverage": 0.0, "precision": None}
-    keep = arr.conf >= threshold
+    keep = accepted(arr.conf, threshold)
     return {"coverage": float(keep.mean()), "precision": M.finite(float(correct[keep].mean())) if keep.any() else None}
 
 
