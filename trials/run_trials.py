@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import signal
@@ -57,11 +58,16 @@ import yaml
 ODOO_DB = "signoff"
 WEBHOOK_SECRET = "trials-hook-secret"
 API_TOKEN = "trials-api-token"
+#: The server under test's Odoo timeout (short, so the write-timeout outage trial stays quick).
+ODOO_TIMEOUT = 4.0
 LEAD_SLACK = "U024BE7LH"  # slack:U024BE7LH is in support-leads in the packaged policy
 APPROVERS = ("cli:lead", "cli:alice")
 FINAL = {"executed", "rejected", "expired", "cancelled", "failed"}
 SCENARIOS = {"approve": 2, "double": 2, "concurrent": 3, "slack_retry": 2, "reject": 2, "expire": 1, "kill": 4,
              "leave": 1}
+#: Fault kinds and their weights: ``race`` is one of the scenarios above; the others live in outages.py,
+#: attacks.py, worker_kill.py and pg_restart.py (next to this file).
+KINDS = {"race": 10, "odoo_outage": 2, "llm_outage": 2, "attack": 4, "worker_kill": 2, "db_restart": 1}
 
 
 # --- the stack --------------------------------------------------------------------------------------
@@ -129,6 +135,10 @@ class Stack:
     app: Any
     http: httpx.Client
     env: dict[str, str]
+    logs: list[str] = field(default_factory=list)
+    """Log records of this process (the server under test) and the output of every CLI process."""
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Started on first use: the fake LLM endpoint, the ``signoff serve`` worker, the private Postgres."""
 
     @property
     def rt(self) -> Any:
@@ -146,16 +156,43 @@ class Stack:
         return subprocess.Popen([sys.executable, "-m", "signoff.cli", *args], env={**self.env, **extra},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
+    def calls(self) -> list[dict[str, Any]]:
+        """The Odoo stand-in's whole call log (read incrementally: it grows with every trial)."""
+        from signoff.sandbox.orm import read_calls
+
+        log = self.extras.setdefault("calls", [])
+        log.extend(read_calls(self.standin.db_path, since=log[-1]["seq"] if log else 0))
+        return log
+
     def cli_run(self, *args: str, **extra: str) -> tuple[int, str]:
         proc = self.cli(*args, **extra)
         out, err = proc.communicate(timeout=180)
+        self.logs.append(out + err)
         return proc.returncode, out + err
 
     def stop(self) -> None:
+        for name in ("worker", "fake_llm"):
+            if name in self.extras:
+                self.extras.pop(name).stop()
         self.http.close()
         self.server.stop()
         self.slack.stop()
         self.standin.stop()
+        if "pg" in self.extras:
+            self.extras.pop("pg").cluster.stop()
+
+
+class LogCapture(logging.Handler):
+    def __init__(self, sink: list[str]) -> None:
+        super().__init__(logging.DEBUG)
+        self.sink = sink
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.sink.append(self.format(record))
+        except Exception:  # a record that cannot be formatted is not a trial failure
+            pass
 
 
 def start_stack(work: Path, n_new: int, model_dir: Path | None = None) -> Stack:
@@ -176,7 +213,7 @@ def start_stack(work: Path, n_new: int, model_dir: Path | None = None) -> Stack:
     slack = SlackStandIn().start()
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None, data_dir=work / "state", odoo_url=standin.url, odoo_db=ODOO_DB, public_data_dir=public,
-        odoo_timeout=10.0, model_dir=model_dir, policy_path=write_policy(work / "policy.yaml"),
+        odoo_timeout=ODOO_TIMEOUT, model_dir=model_dir, policy_path=write_policy(work / "policy.yaml"),
         executor_stale_seconds=0.0, webhook_secret=SecretStr(WEBHOOK_SECRET), api_token=SecretStr(API_TOKEN),
         slack_bot_token=SecretStr(slack.token), slack_signing_secret=SecretStr(slack.signing_secret),
         slack_api_base_url=slack.api_url, sweep_seconds=0.0,
@@ -193,7 +230,14 @@ def start_stack(work: Path, n_new: int, model_dir: Path | None = None) -> Stack:
         "NO_PROXY": "127.0.0.1,localhost", "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False",
     })
     http = httpx.Client(timeout=60.0, trust_env=False)
-    return Stack(work, settings, standin, slack, server, app, http, env)
+    stack = Stack(work, settings, standin, slack, server, app, http, env)
+    capture = LogCapture(stack.logs)
+    logging.getLogger("signoff").addHandler(capture)  # everything Signoff logs, at every level
+    logging.getLogger("signoff").setLevel(logging.DEBUG)
+    capture_root = LogCapture(stack.logs)
+    capture_root.setLevel(logging.WARNING)  # libraries: warnings and errors
+    logging.getLogger().addHandler(capture_root)
+    return stack
 
 
 # --- one trial --------------------------------------------------------------------------------------
@@ -213,6 +257,13 @@ class Tally:
     no_proposals: int = 0
     duplicate_triage: int = 0
     slack_retries: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    attacks: Counter[str] = field(default_factory=Counter)
+    leaks: list[str] = field(default_factory=list)
+    db_errors: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -236,10 +287,75 @@ def message_for(stack: Stack, pid: str) -> str | None:
 
 
 class Trial:
-    def __init__(self, stack: Stack, rng: random.Random, tally: Tally, scenarios: dict[str, int]) -> None:
+    def __init__(self, stack: Stack, rng: random.Random, tally: Tally, scenarios: dict[str, int],
+                 used: set[int] | None = None, cli_share: float = 1.0) -> None:
         self.stack, self.rng, self.tally, self.scenarios = stack, rng, tally, scenarios
         self.scenario = ""
         self.last_channels: list[str] = []
+        self.used = used if used is not None else set()
+        self.cli_share = cli_share
+
+    # the other fault kinds' helpers ---------------------------------------------------------------
+
+    def fake_llm(self) -> Any:
+        from outages import FakeLLM
+
+        if self.stack.extras.get("fake_llm") is None:
+            self.stack.extras["fake_llm"] = FakeLLM()
+        return self.stack.extras["fake_llm"]
+
+    def worker(self) -> Any:
+        from worker_kill import Worker
+
+        if self.stack.extras.get("worker") is None:
+            worker = Worker(self.stack, self.stack.work)
+            worker.start()
+            self.stack.extras["worker"] = worker
+        return self.stack.extras["worker"]
+
+    def pg(self) -> Any:
+        from pg_restart import PgSide
+
+        if self.stack.extras.get("pg") is None:
+            self.stack.extras["pg"] = PgSide(self)
+        return self.stack.extras["pg"]
+
+    def captured_logs(self) -> str:
+        return "\n".join(self.stack.logs)
+
+    def ticket_writes(self, tid: int) -> int:
+        return sum(1 for c in self.stack.calls() if c["method"] == "write" and c["ok"]
+                   and c["model"] == "helpdesk.ticket" and tid in (c["args"][0] or []))
+
+    def odoo_stop(self) -> None:
+        """Odoo goes away: connections are refused until :meth:`odoo_start` (same port, same records)."""
+        self.stack.extras["odoo_port"] = self.stack.standin.port
+        self.stack.standin.stop()
+
+    def odoo_start(self) -> None:
+        from signoff.sandbox.odoo import OdooStandIn
+
+        old = self.stack.standin
+        self.stack.standin = OdooStandIn(old.db_path, port=self.stack.extras.pop("odoo_port"), dbname=ODOO_DB)
+        self.stack.standin.start()
+
+    def wait_paused(self, thread: str, timeout: float = 60) -> list[Any]:
+        """Wait until the run sleeps at its gate (or ended), and its Slack messages are posted."""
+        stack = self.stack
+        wait_for(lambda: (b := stack.api("GET", f"/api/runs/{thread}").json())["status"]
+                 in ("paused", "done") and b, timeout, f"run {thread}")
+        proposals = stack.rt.store.find(thread_id=thread)
+        pending = [p.id for p in proposals if p.state == "pending"]
+        wait_for(lambda: all(message_for(stack, pid) for pid in pending), 30, f"approval messages of {thread}")
+        return proposals
+
+    def decide_all(self, thread: str) -> None:
+        """Decide every pending proposal of the run (REST or a Slack click), then let it settle."""
+        for p in self.stack.rt.store.find(thread_id=thread, states=("pending",)):
+            verdict = "reject" if self.rng.random() < 0.2 else "approve"
+            channel = "rest" if verdict == "reject" else self.rng.choice(["rest", "slack"])
+            self.note(self.decide(p.id, verdict, channel), f"{thread} {self.scenario}")
+        self.settle(thread)
 
     def states(self, thread: str) -> dict[str, str]:
         return {p.id: p.state for p in self.stack.rt.store.find(thread_id=thread)}
@@ -311,17 +427,24 @@ class Trial:
             verdict = "reject" if rng.random() < 0.2 else "approve"
             # the CLI costs a process start (~2-3 s); it is the deciding channel in the scenarios below
             channel = rng.choice(["cli", "rest", "rest"] + (["slack", "slack"] if verdict == "approve" else []))
+            if channel == "cli" and rng.random() >= self.cli_share:
+                channel = "rest"
             self.note(self.decide(pid, verdict, channel), f"{thread} {scenario} first")
         getattr(self, f"scenario_{scenario}")(thread, last)
         self.settle(thread)
 
+    def channel(self) -> str:
+        """A random deciding channel; ``--cli-share`` below 1 sends that share of CLI picks to REST."""
+        ch = self.rng.choice(["cli", "rest", "slack"])
+        return "rest" if ch == "cli" and self.rng.random() >= self.cli_share else ch
+
     def scenario_approve(self, thread: str, pid: str) -> None:
-        self.note(self.decide(pid, "approve", self.rng.choice(["cli", "rest", "slack"])), f"{thread} approve")
+        self.note(self.decide(pid, "approve", self.channel()), f"{thread} approve")
 
     def scenario_double(self, thread: str, pid: str) -> None:
         self.last_channels = []
-        a = self.decide(pid, "approve", self.rng.choice(["cli", "rest", "slack"]))
-        b = self.decide(pid, "approve", self.rng.choice(["cli", "rest", "slack"]))
+        a = self.decide(pid, "approve", self.channel())
+        b = self.decide(pid, "approve", self.channel())
         self.note(a, f"{thread} double#1")
         self.note(b, f"{thread} double#2")
         # A Slack click is acknowledged before it is decided, so with a click in the pair either may be the
@@ -417,87 +540,137 @@ class Trial:
 # --- invariants -------------------------------------------------------------------------------------
 
 
+@dataclass
+class Backend:
+    """One place proposals and audit live: the server under test (SQLite), the ``signoff serve`` worker's
+    data dir, or the private Postgres cluster."""
+
+    name: str
+    store: Any
+    audit: Any
+    threads: list[str]
+    pending_by_design: set[str]
+    close: Callable[[], None] = lambda: None
+
+
+def backends(stack: Stack, tally: Tally) -> list[Backend]:
+    out = [Backend("server", stack.rt.store, stack.rt.audit, tally.threads, tally.pending_by_design)]
+    worker = stack.extras.get("worker")
+    if worker is not None:
+        from signoff.guardrails.audit import SqliteAuditLog
+        from signoff.guardrails.store import SqliteApprovalStore
+
+        path = worker.data_dir / "signoff.sqlite"
+        out.append(Backend("worker", SqliteApprovalStore(path), SqliteAuditLog(path), worker.threads, set()))
+    pg = stack.extras.get("pg")
+    if pg is not None:
+        state = pg.open_state()
+        out.append(Backend("postgres", state.store, state.audit, pg.threads, pg.pending_by_design, state.close))
+    return out
+
+
 def check(stack: Stack, tally: Tally) -> tuple[dict[str, int], list[str]]:
     from signoff.guardrails.actions import get_action
 
-    rt = stack.rt
     failures: list[str] = list(tally.problems)
-    proposals = [p for t in tally.threads for p in rt.store.find(thread_id=t)]
     writes: Counter[tuple[int, str]] = Counter()
     writes_total = 0
-    for c in stack.standin.calls():
+    for c in stack.calls():
         if c["method"] == "write" and c["model"] == "helpdesk.ticket" and c["ok"]:
             writes_total += 1
             ids, values = c["args"][0], c["args"][1]
             for tid in ids:
                 for name in values:
                     writes[(int(tid), name)] += 1
-    def waiting_by_design(thread: str) -> bool:
-        return any(x.id in tally.pending_by_design and x.state == "pending" for x in proposals if x.thread_id == thread)
-
     expected: set[tuple[int, str]] = set()
     by_state: Counter[str] = Counter()
-    for p in proposals:
-        by_state[p.state] += 1
-        key = (int(p.target_id), get_action(p.action).field)  # type: ignore[attr-defined]
-        n = writes[key]
-        if p.state == "executed":
-            expected.add(key)
-            if n != 1:
-                failures.append(f"executed {p.id} ({p.action} on {p.target_id}) written {n} times")
-        elif p.state in ("rejected", "expired", "cancelled"):
-            if n:
-                failures.append(f"{p.state} {p.id} ({p.action} on {p.target_id}) written {n} times")
-        elif p.state == "pending":
-            if p.id not in tally.pending_by_design:
-                failures.append(f"{p.id} ({p.action} on {p.target_id}) still pending, not by design")
-            if n:
-                failures.append(f"pending {p.id} written {n} times")
-        elif p.state == "failed":
-            if not p.error:
-                failures.append(f"failed {p.id} in the exception queue without a reason")
-        elif p.state == "approved" and waiting_by_design(p.thread_id):
-            if n:  # approved, waiting for a sibling left pending on purpose: the run resumes once it is decided
-                failures.append(f"approved {p.id} written {n} times before its run resumed")
-        else:
-            failures.append(f"{p.id} ({p.action} on {p.target_id}) lost in state {p.state!r}")
-    decisions_per_proposal = Counter(e.subject for e in rt.audit.trail()
-                                     if e.kind in ("proposal.approved", "proposal.rejected", "proposal.expired"))
-    for subject, n in decisions_per_proposal.items():
-        if n > 1:
-            failures.append(f"{subject} decided {n} times")
-    for p in proposals:
-        if p.state not in FINAL and p.id not in tally.pending_by_design and not waiting_by_design(p.thread_id):
-            trail = [f"{e.kind}({e.actor})" for e in rt.audit.trail(p.id)]
-            failures.append(f"  trail of {p.id}: {' '.join(trail)}")
+    kinds: Counter[str] = Counter()
+    audit_events = 0
+    reconciled = 0
+    n_proposals = 0
+    for be in backends(stack, tally):
+        try:
+            proposals = [p for t in be.threads for p in be.store.find(thread_id=t)]
+            n_proposals += len(proposals)
+
+            def waiting_by_design(thread: str, proposals: list[Any] = proposals, be: Backend = be) -> bool:
+                return any(x.id in be.pending_by_design and x.state == "pending" for x in proposals
+                           if x.thread_id == thread)
+
+            for p in proposals:
+                by_state[p.state] += 1
+                key = (int(p.target_id), get_action(p.action).field)  # type: ignore[attr-defined]
+                n = writes[key]
+                where = f"[{be.name}] {p.id} ({p.action} on {p.target_id})"
+                if p.state == "executed":
+                    expected.add(key)
+                    if n != 1:
+                        failures.append(f"executed {where} written {n} times")
+                    approvals = [e for e in be.audit.trail(p.id) if e.kind in ("proposal.approved", "proposal.edited")
+                                 and not e.actor.startswith(("agent:", "system:"))]
+                    if not approvals:
+                        failures.append(f"writes without an approval: executed {where} has no human approval")
+                elif p.state in ("rejected", "expired", "cancelled"):
+                    if n:
+                        failures.append(f"{p.state} {where} written {n} times")
+                elif p.state == "pending":
+                    if p.id not in be.pending_by_design:
+                        failures.append(f"{where} still pending, not by design")
+                    if n:
+                        failures.append(f"pending {where} written {n} times")
+                elif p.state == "failed":
+                    if not p.error:
+                        failures.append(f"failed {where} in the exception queue without a reason")
+                elif p.state == "approved" and waiting_by_design(p.thread_id):
+                    if n:
+                        failures.append(f"approved {where} written {n} times before its run resumed")
+                else:
+                    failures.append(f"{where} lost in state {p.state!r}")
+            decisions = Counter(e.subject for e in be.audit.trail()
+                                if e.kind in ("proposal.approved", "proposal.rejected", "proposal.expired"))
+            for subject, n in decisions.items():
+                if n > 1:
+                    failures.append(f"[{be.name}] {subject} decided {n} times")
+            for p in proposals:
+                if p.state not in FINAL and p.id not in be.pending_by_design and not waiting_by_design(p.thread_id):
+                    trail = [f"{e.kind}({e.actor})" for e in be.audit.trail(p.id)]
+                    failures.append(f"  trail of {p.id}: {' '.join(trail)}")
+            per_thread_actions = Counter((p.thread_id, p.action) for p in proposals)
+            if any(n > 1 for n in per_thread_actions.values()):
+                failures.append(f"[{be.name}] a ticket got the same proposal twice (duplicate triage)")
+            events = be.audit.trail()
+            kinds.update(e.kind for e in events)
+            for t in be.threads:
+                thread_decided = sum(1 for e in be.audit.trail(t) if e.kind == "triage.decided")
+                if thread_decided != 1:
+                    failures.append(f"[{be.name}] {t} triaged {thread_decided} times")
+            reconciled += sum(1 for e in events if e.kind == "execution.succeeded"
+                              and (e.data.get("result") or {}).get("reconciled"))
+            try:
+                audit_events += be.audit.verify()
+            except Exception as exc:  # AuditIntegrityError
+                failures.append(f"audit chain [{be.name}]: {exc}")
+                audit_events += len(events)
+        finally:
+            be.close()
     stray = {k: n for k, n in writes.items() if k not in expected}
     if stray:
         failures.append(f"writes without an executed proposal: {stray}")
-    per_thread_actions = Counter((p.thread_id, p.action) for p in proposals)
-    if any(n > 1 for n in per_thread_actions.values()):
-        failures.append("a ticket got the same proposal twice (duplicate triage)")
-    events = rt.audit.trail()
-    kinds = Counter(e.kind for e in events)
-    for t in tally.threads:
-        thread_decided = sum(1 for e in rt.audit.trail(t) if e.kind == "triage.decided")
-        if thread_decided != 1:
-            failures.append(f"{t} triaged {thread_decided} times")
-    try:
-        audit_events = rt.audit.verify()
-    except Exception as exc:  # AuditIntegrityError
-        failures.append(f"audit chain: {exc}")
-        audit_events = len(events)
+    for leak in tally.leaks:
+        failures.append(f"PII leak: {leak}")
     counts = {
-        "trials": tally.trials, "proposals": len(proposals),
+        "trials": tally.trials, "proposals": n_proposals,
         **{f"proposals_{s}": n for s, n in sorted(by_state.items())},
         "decisions": kinds["proposal.approved"] + kinds["proposal.rejected"] + kinds["proposal.edited"],
         "expiries": kinds["proposal.expired"], "refused_already_decided": tally.answers["already"],
         "odoo_writes": writes_total, "audit_events": audit_events,
-        "reconciled_after_crash": sum(1 for e in events if e.kind == "execution.succeeded"
-                                      and (e.data.get("result") or {}).get("reconciled")),
-        "kills": sum(n for k, n in tally.kills.items() if k in ("before_write", "after_write", "sigkill")),
+        "reconciled_after_crash": reconciled,
+        "kills": sum(n for k, n in tally.kills.items() if k in ("before_write", "after_write", "sigkill")
+                     or (k.startswith("worker_") and not k.endswith(("not_reached", "before_decision")))),
+        "db_restarts": tally.kills["db_restart"],
         "duplicate_triage_events": tally.duplicate_triage, "slack_retries": tally.slack_retries,
-        "no_proposal_tickets": tally.no_proposals,
+        "no_proposal_tickets": tally.no_proposals, "run_failed_events": kinds["run.failed"],
+        "run_crashed_events": kinds["run.crashed"], "execution_retries": kinds["execution.retry"],
     }
     return counts, failures
 
@@ -505,8 +678,59 @@ def check(stack: Stack, tally: Tally) -> tuple[dict[str, int], list[str]]:
 # --- main -------------------------------------------------------------------------------------------
 
 
+def run_one(kind: str, stack: Stack, rng: random.Random, tally: Tally, scenarios: dict[str, int], used: set[int],
+            cli_share: float, tid: int) -> str:
+    """One trial of ``kind`` on ticket ``tid`` (attacks make their own ticket); returns its scenario."""
+    trial = Trial(stack, rng, tally, scenarios, used, cli_share)
+    if kind == "race":
+        trial.run(tid)
+        return trial.scenario or "race_no_proposals"
+    if kind == "odoo_outage":
+        from outages import odoo_outage
+
+        odoo_outage(trial, tid)
+    elif kind == "llm_outage":
+        from outages import llm_outage
+
+        llm_outage(trial, tid)
+    elif kind == "attack":
+        used.discard(tid)  # not used: the attack creates its own ticket
+        from attacks import attack_trial
+
+        attack_trial(trial)
+    elif kind == "worker_kill":
+        from worker_kill import worker_kill
+
+        worker_kill(trial, tid)
+    elif kind == "db_restart":
+        from pg_restart import db_restart
+
+        db_restart(trial, tid)
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    return trial.scenario
+
+
+def finish_extras(stack: Stack, tally: Tally) -> None:
+    """A last restart of every other backend: nothing should be left to do."""
+    worker = stack.extras.get("worker")
+    if worker is not None:
+        from worker_kill import STALE
+
+        time.sleep(STALE)
+        r = worker.api("POST", "/api/sweep")
+        if r.status_code != 200:
+            tally.problems.append(f"final worker sweep {r.status_code}: {r.text[:200]}")
+    pg = stack.extras.get("pg")
+    if pg is not None:
+        rc, out = pg.cli_run("approvals", "recover")
+        if rc != 0:
+            tally.problems.append(f"final recover on Postgres rc={rc}: {out[-300:]}")
+
+
 def run(trials: int, seed: int, minutes: float, *, work: Path | None = None, quiet: bool = False,
-        model_dir: Path | None = None, scenarios: dict[str, int] | None = None) -> int:
+        model_dir: Path | None = None, scenarios: dict[str, int] | None = None,
+        kinds: dict[str, int] | None = None, cli_share: float = 1.0) -> int:
     started = time.monotonic()
     deadline = started + minutes * 60
     say: Callable[..., None] = (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, **k, flush=True))
@@ -525,6 +749,9 @@ def run(trials: int, seed: int, minutes: float, *, work: Path | None = None, qui
     from signoff.tools.tickets import untriaged_ticket_ids
 
     used: set[int] = set()
+    kinds = kinds or KINDS
+    # Every kind gets its first trial early (so a short run covers each), then they mix by weight.
+    order = sorted(kinds, key=lambda k: rng.random())
     try:
         for n in range(trials):
             if time.monotonic() > deadline:
@@ -534,18 +761,23 @@ def run(trials: int, seed: int, minutes: float, *, work: Path | None = None, qui
             if not fresh:
                 say("no untriaged tickets left")
                 break
+            kind = order[n] if n < len(order) else rng.choices(list(kinds), weights=list(kinds.values()))[0]
             tid = rng.choice(fresh)
             used.add(tid)
             t0 = time.monotonic()
+            scenario = kind
             try:
-                Trial(stack, rng, tally, scenarios or SCENARIOS).run(tid)
+                scenario = run_one(kind, stack, rng, tally, scenarios or SCENARIOS, used, cli_share, tid)
             except Exception as exc:  # a trial that breaks is a finding, not a crash
-                tally.problems.append(f"ticket {tid}: {type(exc).__name__}: {exc}")
+                tally.problems.append(f"{kind} ticket {tid}: {type(exc).__name__}: {exc}")
             tally.trials += 1
-            say(f"trial {n + 1}/{trials} ticket {tid}: {time.monotonic() - t0:.1f}s")
+            tally.kinds[kind] += 1
+            tally.seconds[kind] = tally.seconds.get(kind, 0.0) + time.monotonic() - t0
+            say(f"trial {n + 1}/{trials} {kind} ({scenario}) ticket {tid}: {time.monotonic() - t0:.1f}s")
         rc, out = stack.cli_run("approvals", "recover")  # a last restart: nothing should be left to do
         if rc != 0:
             tally.problems.append(f"final recover rc={rc}: {out[-300:]}")
+        finish_extras(stack, tally)
         counts, failures = check(stack, tally)
     finally:
         stack.stop()
@@ -553,7 +785,14 @@ def run(trials: int, seed: int, minutes: float, *, work: Path | None = None, qui
             tmp.cleanup()
     elapsed = time.monotonic() - started
     print(f"\n{counts['trials']} trials, seed {seed}, {elapsed:.1f}s")
+    print("kinds:     " + ", ".join(f"{k} {v} ({tally.seconds.get(k, 0.0) / max(1, v):.1f} s each)"
+                                    for k, v in sorted(tally.kinds.items())))
     print("scenarios: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.scenarios.items())))
+    print("faults:    " + (", ".join(f"{k} {v}" for k, v in sorted(tally.faults.items())) or "none"))
+    print("outcomes:  " + (", ".join(f"{k} {v}" for k, v in sorted(tally.outcomes.items())) or "none"))
+    print("attacks:   " + (", ".join(f"{k} {v}" for k, v in sorted(tally.attacks.items())) or "none"))
+    for e in tally.db_errors[:10]:
+        print(f"  a command that lost its database: {e}")
     print("channels:  " + ", ".join(f"{k} {v}" for k, v in sorted(tally.channels.items())))
     print("kills:     " + (", ".join(f"{k} {v}" for k, v in sorted(tally.kills.items())) or "none"))
     print("answers:   " + ", ".join(f"{k} {v}" for k, v in sorted(tally.answers.items())))
@@ -572,6 +811,7 @@ def run(trials: int, seed: int, minutes: float, *, work: Path | None = None, qui
                                                                    for f in failures)),
         ("one decision per proposal", not any(" decided " in f for f in failures)),
         ("audit chain intact", not any(f.startswith("audit chain") for f in failures)),
+        ("no PII in model inputs, Slack, logs, checkpoints or state", not tally.leaks),
         ("no unexpected answers", not failures),
     ]
     for name, ok in checks:
@@ -590,7 +830,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it (default: a temp dir)")
     parser.add_argument("--model-dir", type=Path, help="a trained triage model to reuse (default: train one)")
     parser.add_argument("--scenarios", help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)")
+    parser.add_argument("--kinds", help=f"comma-separated fault kinds, each optionally name=weight, of "
+                                        f"{','.join(f'{k}={w}' for k, w in KINDS.items())} (default: all)")
+    parser.add_argument("--cli-share", type=float, default=1.0,
+                        help="share of the CLI decisions kept on the CLI (the rest go through REST; the kill "
+                             "scenario always uses the CLI): below 1 makes trials cheaper")
     args = parser.parse_args(argv)
+    kinds = None
+    if args.kinds:
+        kinds = {}
+        for item in (i.strip() for i in args.kinds.split(",") if i.strip()):
+            name, _, weight = item.partition("=")
+            if name not in KINDS:
+                parser.error(f"unknown kind {name!r} (one of {', '.join(KINDS)})")
+            kinds[name] = int(weight) if weight else KINDS[name]
     scenarios = None
     if args.scenarios:
         names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
@@ -604,7 +857,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
     return run(args.trials, args.seed, args.minutes, quiet=args.quiet, model_dir=args.model_dir, work=args.keep,
-               scenarios=scenarios)
+               scenarios=scenarios, kinds=kinds, cli_share=args.cli_share)
 
 
 if __name__ == "__main__":
