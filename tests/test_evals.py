@@ -102,6 +102,11 @@ def test_roc_pr_auc_and_paired_tests() -> None:
     assert M.roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
     assert M.pr_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
     assert np.isnan(M.roc_auc([1, 1], [0.2, 0.3]))
+    rng = np.random.default_rng(3)
+    y, p = rng.integers(0, 2, 300), rng.integers(0, 20, 300) / 20  # many tied scores
+    assert M.roc_auc_fast(y, p) == pytest.approx(M.roc_auc(y, p))
+    assert M.pr_auc_fast(y, p) == pytest.approx(M.pr_auc(y, p))
+    assert np.isnan(M.roc_auc_fast([1, 1], [0.2, 0.3])) and np.isnan(M.pr_auc_fast([0, 0], [0.2, 0.3]))
     mc = M.mcnemar([True] * 10, [False] * 8 + [True] * 2)
     assert (mc["b"], mc["c"]) == (8, 0) and mc["p_worse"] == pytest.approx(0.5**8)
     assert M.mcnemar([True, False], [True, False])["p_value"] == 1.0

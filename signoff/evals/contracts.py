@@ -204,7 +204,8 @@ class ContractsRun(PairedRun):
             cache[id(cols)] = hit
         return hit[1]
 
-    def values_of(self, cols: Columns, idx: np.ndarray | None = None) -> dict[str, float]:
+    def values_of(self, cols: Columns, idx: np.ndarray | None = None, *, only: str | None = None
+                  ) -> dict[str, float]:
         flat = self._flat(cols)
         counts = None if idx is None else np.bincount(idx, minlength=flat.n_gold.size)
         out = flat.scores(counts)

@@ -359,6 +359,37 @@ def pr_auc(y_true: Any, score: Any) -> float:
     return float(average_precision_score(y, np.asarray(score, dtype=np.float64)))
 
 
+def roc_auc_fast(y_true: Any, score: Any) -> float:
+    """:func:`roc_auc` without sklearn's checks (for bootstrap loops): the Mann-Whitney U with average
+    ranks for ties, which equals the trapezoidal ROC area."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y_true, dtype=bool)
+    n1 = int(y.sum())
+    n0 = y.size - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(score, dtype=np.float64))
+    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def pr_auc_fast(y_true: Any, score: Any) -> float:
+    """:func:`pr_auc` (average precision: sum over score thresholds of recall gained x precision there,
+    tied scores taken together) without sklearn's checks."""
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(score, dtype=np.float64)
+    if not (y == 1).any():
+        return float("nan")
+    order = np.argsort(-p, kind="mergesort")
+    ps, ys = p[order], y[order]
+    last = np.r_[ps[1:] != ps[:-1], True]  # the last case of each group of tied scores
+    tps = np.cumsum(ys)[last]
+    n = np.arange(1, ps.size + 1)[last]
+    precision = tps / n
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
 # --- paired tests ----------------------------------------------------------------------------------
 
 

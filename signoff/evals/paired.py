@@ -64,7 +64,9 @@ class PairedRun:
     def unit(self) -> str:
         return "case"
 
-    def values_of(self, cols: Columns, idx: np.ndarray | None = None) -> dict[str, float]:  # pragma: no cover
+    def values_of(self, cols: Columns, idx: np.ndarray | None = None, *, only: str | None = None
+                  ) -> dict[str, float]:  # pragma: no cover
+        """Every metric on ``cols`` (resampled by ``idx``); ``only``: at least that one (a bootstrap)."""
         raise NotImplementedError
 
     def headline(self) -> dict[str, float | None]:
@@ -142,7 +144,7 @@ def compare_paired(run: PairedRun, baseline: dict[str, Any], *, rounds: int = 10
         if tol is not None and worse_by > tol:
 
             def stat(idx: np.ndarray, name: str = name) -> float:
-                return float(run.values_of(new, idx)[name] - run.values_of(base, idx)[name])
+                return float(run.values_of(new, idx, only=name)[name] - run.values_of(base, idx, only=name)[name])
 
             p_worse = M.paired_bootstrap(stat, n, higher_is_better=higher, rounds=rounds)["p_worse"]
         regressed = tol is not None and worse_by > tol and p_worse is not None and p_worse < run.suite.alpha
