@@ -113,3 +113,29 @@ def test_server_tables_are_a_versioned_migration(postgres_url: str) -> None:
                 assert c.has_table(table), table
     finally:
         pg.close()
+
+
+def test_several_workers_starting_at_once_migrate_without_deadlock(postgres_url: str) -> None:
+    """Migrations and LangGraph's setup (CREATE INDEX CONCURRENTLY) from four workers at once: each waits for
+    the migration lock by polling, so the index build never waits on a worker that waits on its lock."""
+    from signoff.guardrails.postgres import postgres_checkpointer
+
+    done: list[int] = []
+    errors: list[Exception] = []
+
+    def start() -> None:
+        try:
+            db = PostgresDatabase(postgres_url, max_size=2)
+            saver = postgres_checkpointer(postgres_url, max_size=2)
+            saver.conn.close()
+            db.close()
+            done.append(1)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and len(done) == 4, (errors, len(done))

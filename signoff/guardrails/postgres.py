@@ -163,21 +163,47 @@ CREATE INDEX inbox_pending ON proposals(state, ((data::jsonb ->> 'approver_group
 ]
 
 
+def _wait_for_lock(conn: Connection[Any], try_sql: str, timeout: float = 300.0) -> None:
+    """Take :data:`MIGRATION_LOCK` by polling its ``pg_try_...`` form, never by a blocking wait.
+
+    LangGraph's ``setup()`` runs ``CREATE INDEX CONCURRENTLY``, which waits for every statement running in
+    the database to end. A worker blocked in ``pg_advisory_lock`` *is* such a statement, and it waits for
+    the lock that the worker running ``setup()`` holds: several workers starting at once deadlocked that
+    way (Postgres does not see the cycle). Between two short tries nothing is running, so the index build
+    proceeds and the lock comes free.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        row = conn.execute(try_sql, (MIGRATION_LOCK,)).fetchone()
+        if row and row[0]:
+            return
+        if time.monotonic() > deadline:
+            raise ConfigError(f"could not take Signoff's migration lock within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
 def migrate(conn: Connection[Any]) -> list[int]:
     """Apply the migrations not yet applied (serialised across workers). Returns the versions applied."""
     applied: list[int] = []
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        conn.execute("CREATE TABLE IF NOT EXISTS signoff_schema_migrations ("
-                     " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-                     " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
-        done = {r[0] for r in conn.execute("SELECT version FROM signoff_schema_migrations").fetchall()}
-        for version, name, sql in MIGRATIONS:
-            if version in done:
-                continue
-            conn.execute(sql.encode())  # bytes: several statements in one simple query, no parameters
-            conn.execute("INSERT INTO signoff_schema_migrations (version, name) VALUES (%s, %s)", (version, name))
-            applied.append(version)
+    # A session lock taken outside any transaction (see _wait_for_lock), held around the migration's one.
+    _wait_for_lock(conn, "SELECT pg_try_advisory_lock(%s)")
+    try:
+        with conn.transaction():
+            conn.execute("CREATE TABLE IF NOT EXISTS signoff_schema_migrations ("
+                         " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                         " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+            done = {r[0] for r in conn.execute("SELECT version FROM signoff_schema_migrations").fetchall()}
+            for version, name, sql in MIGRATIONS:
+                if version in done:
+                    continue
+                conn.execute(sql.encode())  # bytes: several statements in one simple query, no parameters
+                conn.execute("INSERT INTO signoff_schema_migrations (version, name) VALUES (%s, %s)",
+                             (version, name))
+                applied.append(version)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
     return applied
 
 
@@ -328,7 +354,7 @@ def postgres_checkpointer(url: str, *, max_size: int = 10) -> Any:
         saver = PostgresSaver(pool)
         # setup() is not safe to run concurrently: hold a session lock on a side connection meanwhile.
         with connect(url, autocommit=True) as side:
-            side.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+            _wait_for_lock(side, "SELECT pg_try_advisory_lock(%s)")
             try:
                 saver.setup()
             finally:
