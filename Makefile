@@ -66,9 +66,11 @@ bench: install-dev ## Accuracy and speed figures (minutes; reads ../shared/data)
 TRIALS ?= 50
 TRIALS_SEED ?= 1
 TRIALS_MINUTES ?= 8
+# e.g. TRIALS_ARGS="--kinds race,attack --cli-share 0.5" (see trials/README.md)
+TRIALS_ARGS ?=
 
-trials: install-dev ## Fault trials: races, retries, expiry, kill -9 + recover; counts and invariants (minutes)
-	$(BIN)/python trials/run_trials.py --trials $(TRIALS) --seed $(TRIALS_SEED) --minutes $(TRIALS_MINUTES)
+trials: install-dev ## Fault trials: races, kill -9, outages, attacks, worker kills, DB restarts; counts (minutes)
+	$(BIN)/python trials/run_trials.py --trials $(TRIALS) --seed $(TRIALS_SEED) --minutes $(TRIALS_MINUTES) $(TRIALS_ARGS)
 
 EVAL_SUITES ?= evals/triage-bitext.yaml evals/triage-banking77.yaml evals/triage-clinc150.yaml \
 	evals/renewal-telco.yaml evals/contracts-cuad.yaml
