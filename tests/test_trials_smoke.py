@@ -19,7 +19,8 @@ def test_fault_trials_keep_their_promises(model_dir: Path) -> None:
     env.update({"NO_PROXY": "127.0.0.1,localhost", "HF_HUB_OFFLINE": "1"})
     done = subprocess.run(
         [sys.executable, str(ROOT / "trials" / "run_trials.py"), "--trials", "3", "--seed", "1", "--minutes", "1",
-         "--quiet", "--model-dir", str(model_dir), "--scenarios", "kill,concurrent,slack_retry,reject"],
+         "--quiet", "--model-dir", str(model_dir), "--scenarios", "kill,concurrent,slack_retry,reject",
+         "--kinds", "race"],
         env=env, capture_output=True, text=True, timeout=180,
     )
     out = done.stdout + done.stderr
