@@ -730,9 +730,11 @@ def finish_extras(stack: Stack, tally: Tally) -> None:
 
 def run(trials: int, seed: int, minutes: float, *, work: Path | None = None, quiet: bool = False,
         model_dir: Path | None = None, scenarios: dict[str, int] | None = None,
-        kinds: dict[str, int] | None = None, cli_share: float = 1.0) -> int:
+        kinds: dict[str, int] | None = None, cli_share: float = 1.0, each: int = 0) -> int:
     started = time.monotonic()
     deadline = started + minutes * 60
+    if each:
+        trials = each * len(kinds or KINDS)
     say: Callable[..., None] = (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, **k, flush=True))
     own = work is None
     tmp = tempfile.TemporaryDirectory(prefix="signoff-trials-") if own else None
@@ -750,8 +752,12 @@ def run(trials: int, seed: int, minutes: float, *, work: Path | None = None, qui
 
     used: set[int] = set()
     kinds = kinds or KINDS
-    # Every kind gets its first trial early (so a short run covers each), then they mix by weight.
+    # Every kind gets its first trial early (so a short run covers each), then they mix by weight;
+    # with ``each``: exactly that many of every kind, shuffled.
     order = sorted(kinds, key=lambda k: rng.random())
+    if each:
+        order = [k for k in kinds for _ in range(each)]
+        rng.shuffle(order)
     try:
         for n in range(trials):
             if time.monotonic() > deadline:
@@ -832,6 +838,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)")
     parser.add_argument("--kinds", help=f"comma-separated fault kinds, each optionally name=weight, of "
                                         f"{','.join(f'{k}={w}' for k, w in KINDS.items())} (default: all)")
+    parser.add_argument("--each", type=int, default=0,
+                        help="exactly N trials of every kind (shuffled) instead of --trials mixed by weight")
     parser.add_argument("--cli-share", type=float, default=1.0,
                         help="share of the CLI decisions kept on the CLI (the rest go through REST; the kill "
                              "scenario always uses the CLI): below 1 makes trials cheaper")
@@ -857,7 +865,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
     return run(args.trials, args.seed, args.minutes, quiet=args.quiet, model_dir=args.model_dir, work=args.keep,
-               scenarios=scenarios, kinds=kinds, cli_share=args.cli_share)
+               scenarios=scenarios, kinds=kinds, cli_share=args.cli_share, each=args.each)
 
 
 if __name__ == "__main__":
