@@ -760,8 +760,9 @@ def run(trials: int, seed: int, minutes: float, *, work: Path | None = None, qui
         rng.shuffle(order)
     try:
         for n in range(trials):
-            if time.monotonic() > deadline:
-                say(f"time budget of {minutes:g} min reached after {n} trials")
+            if time.monotonic() > deadline or STOP.is_set():
+                say(f"{'stopped (SIGTERM)' if STOP.is_set() else f'time budget of {minutes:g} min reached'} "
+                    f"after {n} trials")
                 break
             fresh = [t for t in untriaged_ticket_ids(stack.rt.reader) if t not in used]
             if not fresh:
@@ -827,7 +828,12 @@ def run(trials: int, seed: int, minutes: float, *, work: Path | None = None, qui
     return 0 if not failures else 1
 
 
+#: Set by SIGTERM: no new trial starts; the invariants are checked and the counts printed as usual.
+STOP = threading.Event()
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: STOP.set())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
@@ -835,7 +841,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="only the summary")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it (default: a temp dir)")
     parser.add_argument("--model-dir", type=Path, help="a trained triage model to reuse (default: train one)")
-    parser.add_argument("--scenarios", help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)")
+    parser.add_argument("--scenarios", help=f"race scenarios, each optionally name=weight, of "
+                                            f"{','.join(f'{k}={w}' for k, w in SCENARIOS.items())} (default: all)")
     parser.add_argument("--kinds", help=f"comma-separated fault kinds, each optionally name=weight, of "
                                         f"{','.join(f'{k}={w}' for k, w in KINDS.items())} (default: all)")
     parser.add_argument("--each", type=int, default=0,
@@ -854,11 +861,11 @@ def main(argv: list[str] | None = None) -> int:
             kinds[name] = int(weight) if weight else KINDS[name]
     scenarios = None
     if args.scenarios:
-        names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
-        unknown = set(names) - set(SCENARIOS)
+        items = [n.strip().partition("=") for n in args.scenarios.split(",") if n.strip()]
+        unknown = {name for name, _, _ in items} - set(SCENARIOS)
         if unknown:
             parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
-        scenarios = {n: SCENARIOS[n] for n in names}
+        scenarios = {name: int(weight) if weight else SCENARIOS[name] for name, _, weight in items}
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
