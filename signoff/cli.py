@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import textwrap
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -74,12 +75,15 @@ def train(
     text_field: Annotated[str, typer.Option(help="Field holding the text (with --file).")] = "text",
     label_field: Annotated[str, typer.Option(help="Field holding the label (with --file).")] = "intent",
     limit: Annotated[int | None, typer.Option(help="Use at most this many examples.")] = None,
+    calibration: Annotated[str, typer.Option(help="With `risk`: sigmoid (Platt) or isotonic.")] = "sigmoid",
+    c: Annotated[float, typer.Option("--c", help="With `risk`: inverse L2 strength of the regression.")] = 0.1,
 ) -> None:
     """Fit the triage model on labelled history and save a versioned artefact.
 
     By default the history is Odoo's resolved tickets that have a category (the built-in stand-in
     when SIGNOFF_ODOO_URL is unset); --file reads a JSONL file instead. `signoff train risk` fits the
-    renewal-risk model instead (same as `signoff risk train`).
+    renewal-risk model instead, taking the same --source, --calibration and --c as `signoff risk train`
+    (the triage options --file, --text-field, --label-field and --limit are refused with it).
     """
     from signoff.llm.training import load_labelled_jsonl
 
@@ -87,13 +91,21 @@ def train(
     if what == "risk":
         from signoff.agents.risk_cli import print_trained, train_risk
 
+        triage_only = [name for name, given in (("--file", file is not None), ("--limit", limit is not None),
+                                                ("--text-field", text_field != "text"),
+                                                ("--label-field", label_field != "intent")) if given]
+        if triage_only:
+            raise _fail(ValueError(f"{', '.join(triage_only)} only apply to `signoff train triage`; "
+                                   "`signoff train risk` takes --source, --calibration and --c"), 2)
         try:
-            print_trained(train_risk(settings, source), settings)
+            print_trained(train_risk(settings, source, calibration, c), settings)
         except SignoffError as exc:
             raise _fail(exc) from exc
         return
     if what != "triage":
         raise _fail(ValueError(f"train what? triage or risk, not {what!r}"), 2)
+    if calibration != "sigmoid" or c != 0.1:
+        raise _fail(ValueError("--calibration and --c only apply to `signoff train risk`"), 2)
     try:
         if file is not None:
             texts, labels = load_labelled_jsonl(file, text_field=text_field, label_field=label_field)
@@ -258,8 +270,24 @@ def approvals_list(
                       f"{p.confidence:.2f}" if p.confidence is not None else "rule", p.state, p.approver_group)
     console.print(table)
     if state == "pending" and rows:
-        console.print("decide with: signoff approvals approve ID --as cli:lead   "
+        console.print(f"decide with: signoff approvals approve ID --as {_approver_hint(settings, rows)}   "
                       "(or: edit ID --set key=value, reject ID --reason ...)")
+
+
+def _approver_hint(settings: Settings, rows: list[Proposal]) -> str:
+    """``--as`` for the listed proposals: a member of their approver group (or each group by name)."""
+    groups = list(dict.fromkeys(p.approver_group for p in rows))
+    try:
+        from signoff.guardrails.policy import load_policy
+
+        members = load_policy(settings.policy_path).groups
+    except (SignoffError, OSError):
+        members = {}
+    named = [next((m for m in members.get(g, []) if m.startswith("cli:")), f"<a member of {g}>") for g in groups]
+    if len(groups) == 1:
+        return named[0]
+    return "<a member of the proposal's approvers group: " + ", ".join(
+        f"{g} -> {n}" for g, n in zip(groups, named, strict=True)) + ">"
 
 
 @approvals_app.command("show")
@@ -283,8 +311,21 @@ def approvals_show(proposal: Annotated[str, typer.Argument(help="Proposal id or 
         f"model: {p.model_version}",
         f"expires: {p.expires_at}",
     ]
+    from signoff.guardrails.actions import ACTIONS
+
+    action = ACTIONS.get(p.action)
+    editable = getattr(action, "editable", None)
+    if p.state == "pending" and action is not None:
+        fields = editable if editable is not None else tuple(p.args)
+        lines.append("editable: " + ", ".join(fields) + "   (signoff approvals edit ID --set key=value)")
     for n in p.evidence[:5]:
-        lines.append(f"  similar ({n.get('similarity', 0):.2f}, {n.get('label')}): {n.get('text', '')[:100]}")
+        if "contribution" in n:  # a renewal proposal: the risk model's drivers
+            delta = float(n.get("delta") or 0.0) * 100
+            lines.append(f"  driver {float(n['contribution']):+.2f} log-odds ({delta:+.1f} pts): "
+                         f"{textwrap.shorten(str(n.get('text') or n.get('label', '')), 160, placeholder=' …')}")
+        else:
+            lines.append(f"  similar ({n.get('similarity', 0):.2f}, {n.get('label')}): "
+                         f"{textwrap.shorten(str(n.get('text', '')), 100, placeholder=' …')}")
     if p.decided_by:
         lines.append(f"decided by {p.decided_by} at {p.decided_at}" + (f": {p.decision_reason}" if p.decision_reason
                                                                           else ""))
@@ -366,10 +407,15 @@ def approvals_reject(
 def approvals_edit(
     proposal: Annotated[str, typer.Argument(help="Proposal id or prefix.")],
     actor: ApproverOpt,
-    set_: Annotated[list[str], typer.Option("--set", help="key=value, e.g. category=get_refund.")],
+    set_: Annotated[list[str], typer.Option("--set", help="key=value; repeatable. E.g. category=get_refund on a "
+                                            "ticket, amount=300 or deadline=2026-12-20 on a retention offer.")],
     reason: Annotated[str | None, typer.Option(help="Why the change.")] = None,
 ) -> None:
-    """Approve with changed values; they are re-validated by the same guardrails first."""
+    """Approve with changed values: only the keys given change, the rest keep their proposed values (see
+    `signoff approvals show ID` for the editable fields), and the result is re-validated by the same guardrails.
+
+    Example: signoff approvals edit p_3f2a --as cli:finance --set amount=300 --reason "smaller offer"
+    """
     args: dict[str, Any] = {}
     for item in set_:
         key, sep, value = item.partition("=")
@@ -485,8 +531,9 @@ def approvals_cancel(
 
 @app.command()
 def audit(
-    subject: Annotated[str | None, typer.Argument(help="A thread (ticket:signoff:42), ticket id or proposal id.")]
-    = None,
+    subject: Annotated[str | None, typer.Argument(
+        help="A thread (ticket:signoff:42), ticket id or proposal id; an account without its cycle "
+             "(account:signoff:12) shows every cycle's run of that account.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print events as JSON lines.")] = False,
 ) -> None:
     """Show the audit trail of a ticket or proposal (all events without one) and verify the hash chain."""
@@ -506,6 +553,11 @@ def audit(
         except SignoffError as exc:
             broken, n = exc, 0
         events = log.trail(subject)
+        if subject and subject.startswith("account:") and subject.count(":") == 2:  # every cycle of the account
+            threads = {subject} | {p.thread_id for p in st.store.find() if p.thread_id.startswith(subject + ":")}
+            threads |= {e.subject for e in log.trail() if e.subject.startswith(subject + ":")}
+            seen = {e.seq: e for t in sorted(threads) for e in log.trail(t)}
+            events = [seen[k] for k in sorted(seen)]
         newest = log.trail()[-1].hash[:16] if n else ""
     if as_json:
         for e in events:

@@ -238,7 +238,9 @@ def test_term_end_rolls_forward_by_the_plan_period_and_falls_back_to_the_month()
     snap = AccountSnapshot(partner_id=7, name="x", features={})
     assert cycle_for(snap, today) == scoring_period(today) == "2026-12"
     snap.term_end = "2027-01-04"
-    assert cycle_for(snap, today) == "2027-01-04"
+    assert cycle_for(snap, today) == "2027-01", "the month the term ends"
+    snap.term_end = "2027-01-05"
+    assert cycle_for(snap, today) == "2027-01", "moving the next invoice date by a day keeps the cycle"
     assert parse_thread("account:signoff:7:2027-01-04") == ("signoff", 7, "2027-01-04")
     assert parse_thread("account:signoff:7") == ("signoff", 7, None), "a run from before cycles still parses"
     with pytest.raises(ValueError):
@@ -257,7 +259,7 @@ def test_one_run_per_renewal_cycle_same_cycle_twice_is_one_run_next_cycle_is_new
     term_end = date.fromisoformat(snap.term_end)
 
     first = runner.run(pid)
-    assert first.status == "paused" and first.thread_id == f"account:signoff:{pid}:{term_end.isoformat()}"
+    assert first.status == "paused" and first.thread_id == f"account:signoff:{pid}:{term_end.isoformat()[:7]}"
     assert runner.current_thread(pid) == first.thread_id
     proposals = rt.store.find(thread_id=first.thread_id)
     assert {p.action for p in proposals} == {"account.csm_followup", "account.retention_offer"}
@@ -268,11 +270,14 @@ def test_one_run_per_renewal_cycle_same_cycle_twice_is_one_run_next_cycle_is_new
     assert again.score is not None and again.score.thread_id == first.thread_id
     assert again.score.proposal_ids == first.score.proposal_ids  # type: ignore[union-attr]
     assert len(rt.store.find()) == len(proposals)
-    # The term rolled over: a new run in a new thread, with its own proposals; the first is untouched.
+    # The term rolled over: a new run in a new thread, with its own proposals; the first is untouched (its
+    # proposals expired here: a pending one would block the same action in the next cycle).
+    for p in proposals:
+        rt.approvals.expire(p.id)
     runner.services.today = term_end
     nxt = runner.run(pid)
     assert nxt.status == "paused" and nxt.thread_id != first.thread_id
-    assert nxt.thread_id == f"account:signoff:{pid}:{add_months(term_end, 1).isoformat()}"
+    assert nxt.thread_id == f"account:signoff:{pid}:{add_months(term_end, 1).isoformat()[:7]}"
     new = rt.store.find(thread_id=nxt.thread_id)
     assert {p.action for p in new} == {"account.csm_followup", "account.retention_offer"}
     assert not {p.id for p in new} & {p.id for p in proposals}
@@ -284,7 +289,7 @@ def test_one_run_per_renewal_cycle_same_cycle_twice_is_one_run_next_cycle_is_new
     done = resume_thread(rt, nxt.thread_id, "cli:cslead")
     assert done is not None and done.status == "done"
     assert {p.state for p in rt.store.find(thread_id=nxt.thread_id)} == {"executed"}
-    assert {p.state for p in rt.store.find(thread_id=first.thread_id)} == {"pending"}
+    assert {p.state for p in rt.store.find(thread_id=first.thread_id)} == {"expired"}
     assert len(creates(odoo_standin, "mail.activity")) == 2, "one activity per approved proposal of the new cycle"
     kinds = [e.kind for e in rt.audit.trail(nxt.thread_id)]
     assert "account.loaded" in kinds and "risk.completed" in kinds
@@ -306,6 +311,143 @@ def test_unauthorised_tier_is_refused_and_edits_cannot_jump_tiers(rt: Runtime, r
                                           args={**fin.args, "amount": 1000}))
     assert edited.effective_args["amount"] == 1000.0 and edited.state == "approved"
     assert rt.store.get(offer.id).state == "pending"
+
+
+def test_edit_merges_over_the_proposal_and_checks_currency_deadline_and_tier(
+    rt: Runtime, runner: RenewalRunner, risk_settings: Settings, odoo_standin: OdooStandIn
+) -> None:
+    """An edit changes only the keys given (CLI, REST, inbox, Slack all go through Approvals.check_edit)."""
+    glob = partner_id(rt.reader, "Globex Corporation")
+    snap = load_account(rt.reader, glob)
+    thread = runner.run(glob).thread_id
+    offer = next(p for p in rt.store.find(thread_id=thread) if p.action == "account.retention_offer")
+    followup = next(p for p in rt.store.find(thread_id=thread) if p.action == "account.csm_followup")
+    assert offer.approver_group == "finance" and offer.args["owner_uid"] == snap.owner_uid
+    check = rt.approvals.check_edit
+    today = date.today()
+    merged = check(followup, {"deadline": (today + timedelta(days=1)).isoformat()})
+    assert {k: merged[k] for k in ("reason", "drivers", "owner_uid")} == {
+        k: followup.args[k] for k in ("reason", "drivers", "owner_uid")}
+    refusals = {
+        "currency cannot be edited": {"currency": "EUR"},
+        "drivers cannot be edited": {"drivers": "made up"},
+        "in the past": {"deadline": (today - timedelta(days=1)).isoformat()},
+        "more than 366 days ahead": {"deadline": (today + timedelta(days=400)).isoformat()},
+        "YYYY-MM-DD": {"deadline": "next week"},
+        "needs approver group 'cfo'": {"amount": "9000"},
+        "amount must be positive": {"amount": "-1"},
+    }
+    for message, args in refusals.items():
+        with pytest.raises(InvalidDecision, match=message):
+            check(offer, args)
+    assert check(offer, {"currency": offer.args["currency"]})["amount"] == offer.args["amount"], "unchanged: fine"
+    # A lower amount is a lower tier: finance (the higher authority) may still approve it. Through the CLI.
+    rt.approvals.decide(Decision(proposal_id=followup.id, verdict="approve", actor="cli:cslead"))
+    edited = cli(risk_settings, "approvals", "edit", offer.id[:14], "--as", "cli:finance", "--set", "amount=300",
+                 "--reason", "smaller offer")
+    assert edited.returncode == 0, edited.stdout + edited.stderr
+    done = rt.store.get(offer.id)
+    assert done.state == "executed", done
+    assert done.effective_args == {**offer.args, "amount": 300.0}, "owner, reason, drivers, currency kept"
+    act = rt.reader.search_read("mail.activity", [["summary", "ilike", f"[signoff:{offer.id}]"]],
+                                ["user_id", "summary", "note"])
+    assert len(act) == 1 and "Retention offer: 300.00" in act[0]["summary"]
+    assert act[0]["user_id"][0] == snap.owner_uid, "the account owner's To-Do, not the executor's"
+    assert "Drivers:" in act[0]["note"] or "drivers" in act[0]["note"].lower()
+
+
+def test_cycle_is_stable_and_pending_or_rejected_actions_are_not_proposed_again(
+    rt: Runtime, runner: RenewalRunner, odoo_writer: Any
+) -> None:
+    pid = partner_id(rt.reader, "Initech")
+    snap = load_account(rt.reader, pid)
+    term_end = date.fromisoformat(snap.term_end or "")
+    first = runner.run(pid)
+    offer = next(p for p in rt.store.find(thread_id=first.thread_id) if p.action == "account.retention_offer")
+    rt.approvals.decide(Decision(proposal_id=offer.id, verdict="reject", actor="cli:cslead", reason="too generous"))
+    # Moving the next invoice date by a day inside the month: the same cycle, so the same run.
+    moved = term_end + timedelta(days=-1 if term_end.day > 27 else 1)
+    odoo_writer.write("sale.order", [snap.subscription_id], {"next_invoice_date": moved.isoformat()})
+    assert runner.current_thread(pid) == first.thread_id
+    assert runner.run(pid).status == "duplicate"
+    # Across a month boundary (a new cycle): the pending follow-up and the offer rejected just now block both.
+    runner.services.today = moved
+    nxt = runner.run(pid)
+    assert nxt.thread_id != first.thread_id and nxt.score is not None
+    assert nxt.score.proposal_ids == [] and not rt.store.find(thread_id=nxt.thread_id)
+    text = " | ".join(nxt.score.reasons)
+    assert "account.csm_followup not proposed again" in text and "still pending" in text
+    assert "account.retention_offer not proposed again" in text and "too generous" in text and "cooldown" in text
+    # Once the follow-up is decided and the cooldown (policy risk.cooldown_days, 30) is over: proposed again.
+    rt.approvals.decide(Decision(proposal_id=first.score.proposal_ids[0], verdict="reject",  # type: ignore[union-attr]
+                                 actor="cli:cslead", reason="called already"))
+    runner.services.today = moved + timedelta(days=31)
+    later = runner.run(pid)
+    assert later.status == "paused" and later.score is not None
+    assert {p.action for p in rt.store.find(thread_id=later.thread_id)} == {
+        "account.csm_followup", "account.retention_offer"}
+
+
+def test_due_date_stays_inside_the_term_and_a_paused_term_without_invoice_is_the_month(
+    rt: Runtime, runner: RenewalRunner, odoo_writer: Any
+) -> None:
+    from signoff.agents.renewal import cycle_for
+
+    pid = partner_id(rt.reader, "Initech")
+    snap = load_account(rt.reader, pid)
+    term_end = date.fromisoformat(snap.term_end or "")
+    runner.services.today = term_end - timedelta(days=3)
+    run = runner.run(pid)
+    deadlines = {p.action: p.args["deadline"] for p in rt.store.find(thread_id=run.thread_id)}
+    assert deadlines and set(deadlines.values()) == {(term_end - timedelta(days=1)).isoformat()}, deadlines
+    odoo_writer.write("sale.order", [snap.subscription_id], {"subscription_state": "4_paused",
+                                                             "next_invoice_date": False})
+    paused = load_account(rt.reader, pid, today=date(2026, 12, 4))
+    assert paused.subscription_state == "4_paused" and paused.term_end is None
+    assert cycle_for(paused, date(2026, 12, 4)) == "2026-12"
+
+
+def test_partner_without_subscription_is_not_scored_and_has_no_run(
+    rt: Runtime, runner: RenewalRunner, risk_settings: Settings
+) -> None:
+    from signoff.agents.renewal import NO_SUBSCRIPTION
+
+    accounts = set(account_partner_ids(rt.reader))
+    others = [int(r["id"]) for r in rt.reader.search_read("res.partner", [], ["id"]) if int(r["id"]) not in accounts]
+    bare = [p for p in others if load_account(rt.reader, p).subscription_id is None]
+    assert bare
+    events = len(rt.audit.trail())
+    for pid in bare[:3]:
+        run = runner.run(pid)
+        assert (run.status, run.error, run.score) == ("skipped", NO_SUBSCRIPTION, None)
+        assert runner.status(run.thread_id)[0] == {}, "no checkpointed run"
+    assert len(rt.audit.trail()) == events and rt.store.find() == []
+    out = cli(risk_settings, "risk", "score", "-p", str(bare[0]))
+    assert out.returncode == 0 and NO_SUBSCRIPTION in out.stdout, out.stdout + out.stderr
+    explained = cli(risk_settings, "risk", "explain", str(bare[0]))
+    assert explained.returncode == 0 and NO_SUBSCRIPTION in explained.stdout
+
+
+def test_cli_score_validates_partner_ids_and_prints_json_lines(rt: Runtime, risk_settings: Settings) -> None:
+    import json
+
+    for bad in ("0", "-5", "99999999999999999999"):
+        out = cli(risk_settings, "risk", "score", "-p", bad)
+        assert out.returncode == 2 and f"no partner {bad}" in out.stderr.replace("\n", ""), out.stderr
+        assert "Traceback" not in out.stderr
+    missing = cli(risk_settings, "risk", "score", "-p", "9999")
+    assert missing.returncode == 1 and "no partner 9999" in missing.stderr and "Traceback" not in missing.stderr
+    assert "OdooMissingError" not in missing.stderr
+    both = cli(risk_settings, "risk", "score", "--all", "-p", "1")
+    assert both.returncode == 2 and "mutually exclusive" in both.stderr
+    pid = partner_id(rt.reader, "Initech")
+    twice = cli(risk_settings, "risk", "score", "-p", str(pid), "-p", str(pid), "--json")
+    assert twice.returncode == 0, twice.stderr
+    lines = twice.stdout.strip().splitlines()
+    assert len(lines) == 1, "repeated -p is scored once, one JSON object per line"
+    assert json.loads(lines[0])["partner_id"] == pid
+    audit = cli(risk_settings, "audit", f"account:signoff:{pid}")
+    assert audit.returncode == 0 and "account.loaded" in audit.stdout, "a thread prefix: every cycle"
 
 
 def test_approval_creates_exactly_one_activity_even_twice_or_after_a_crash(
@@ -441,7 +583,7 @@ def test_server_starts_one_renewal_run_per_cycle_and_shows_it(
     first = live.http.post(live.url + "/runs", json=body, headers=auth)
     assert first.status_code == 202 and first.json()["status"] == "accepted", first.text
     thread = first.json()["thread_id"]
-    assert thread == f"account:signoff:{pid}:{term_end}"
+    assert thread == f"account:signoff:{pid}:{term_end[:7]}"
 
     def settled() -> dict[str, Any] | None:
         view = live.http.get(f"{live.url}/runs/{thread}", headers=auth).json()

@@ -33,7 +33,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
@@ -48,7 +48,7 @@ from signoff.agents.approval_steps import approval_graph, await_decisions, execu
 from signoff.agents.risk_model import RiskModel, RiskResult, band_for, describe
 from signoff.config import Settings
 from signoff.domain import Proposal, RiskDriver, RiskScore, proposal_id, utcnow
-from signoff.errors import SignoffError
+from signoff.errors import OdooMissingError, SignoffError
 from signoff.guardrails.audit import AuditLog
 from signoff.guardrails.executor import Executor
 from signoff.guardrails.policy import Policy, parse_duration
@@ -59,7 +59,8 @@ from signoff.tools.accounts import AccountSnapshot, load_account
 log = logging.getLogger(__name__)
 AGENT = "agent:renewal"
 THREAD_PREFIX = "account:"
-RunStatus = Literal["paused", "done", "duplicate", "failed"]
+RunStatus = Literal["paused", "done", "duplicate", "failed", "skipped"]
+NO_SUBSCRIPTION = "no subscription: nothing to score"
 
 
 def risk_model_dir(settings: Settings) -> Any:
@@ -121,8 +122,9 @@ def scoring_period(day: date) -> str:
 
 
 def cycle_for(snap: AccountSnapshot, today: date) -> str:
-    """The renewal cycle an account is in: its current term's end date, else the scoring period."""
-    return snap.term_end or scoring_period(today)
+    """The renewal cycle an account is in: the month its current term ends (``YYYY-MM``, so moving the next
+    invoice date by a few days inside the month keeps the cycle), else the scoring period (this month)."""
+    return snap.term_end[:7] if snap.term_end else scoring_period(today)
 
 
 def parse_thread(thread_id: str) -> tuple[str, int, str | None]:
@@ -229,6 +231,27 @@ def _proposal(svc: RenewalServices, thread: str, action: str, model: str, target
     )
 
 
+def _blocked_by(svc: RenewalServices, partner_id: int, thread: str, action: str) -> str | None:
+    """Why ``action`` is not proposed again for the account: one of its proposals of that action (in any
+    cycle's run but this one) is still pending, or was rejected less than ``risk.cooldown_days`` ago."""
+    account = f"{THREAD_PREFIX}{svc.db}:{partner_id}"
+    cooldown = timedelta(days=svc.policy.risk.cooldown_days)
+    now = utcnow()
+    if svc.today is not None:  # a fixed "today" (tests): the cooldown counts from it too
+        now = datetime.combine(svc.today, now.timetz())
+    for p in svc.store.find(states=("pending", "rejected")):
+        if p.action != action or p.thread_id == thread or not (
+                p.thread_id == account or p.thread_id.startswith(account + ":")):
+            continue
+        if p.state == "pending":
+            return f"{action} not proposed again: {p.id[:12]} (thread {p.thread_id}) is still pending"
+        if p.decided_at and now - p.decided_at < cooldown:
+            until = (p.decided_at + cooldown).date().isoformat()
+            return (f"{action} not proposed again: {p.id[:12]} was rejected by {p.decided_by} on "
+                    f"{p.decided_at.date().isoformat()} ({p.decision_reason or 'no reason'}); cooldown until {until}")
+    return None
+
+
 def decide(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskState:
     svc = runtime.context
     policy, rules = svc.policy, svc.policy.risk
@@ -249,13 +272,21 @@ def decide(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskStat
             return False
         return True
 
+    def due(band: str) -> str:
+        """The default due date, but never after the day before the term ends (unless that is past)."""
+        day = svc.day() + timedelta(days=rules.followup_days.get(band, 7))
+        if snap.term_end:
+            last = date.fromisoformat(snap.term_end) - timedelta(days=1)
+            if svc.day() <= last < day:
+                day = last
+        return day.isoformat()
+
     if snap.churned:
         reasons.append("the subscription has already churned: nothing to propose")
     else:
         if scored.band in rules.followup_bands and confident("account.csm_followup"):
-            days = rules.followup_days.get(scored.band, 7)
             args: dict[str, Any] = {"reason": f"churn risk {scored.band} ({scored.probability:.0%})",
-                    "deadline": (svc.day() + timedelta(days=days)).isoformat(), "drivers": drivers}
+                    "deadline": due(scored.band), "drivers": drivers}
             if snap.owner_uid:
                 args["owner_uid"] = snap.owner_uid
             wanted.append(_proposal(svc, thread, "account.csm_followup", "res.partner", snap.partner_id, args,
@@ -267,7 +298,7 @@ def decide(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskStat
             elif confident("account.retention_offer"):
                 amount = offer_amount(policy, mrr)
                 offer: dict[str, Any] = {"amount": amount, "currency": snap.currency,
-                        "deadline": (svc.day() + timedelta(days=rules.followup_days.get(scored.band, 7))).isoformat(),
+                        "deadline": due(scored.band),
                         "reason": f"churn risk {scored.band} ({scored.probability:.0%}); "
                                   f"{rules.offer.months_of_mrr:g} month(s) of {mrr:,.2f} MRR",
                         "drivers": drivers}
@@ -278,6 +309,10 @@ def decide(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskStat
                                         scored, amount))
     ids: list[str] = []
     for proposal in wanted:
+        blocked = _blocked_by(svc, snap.partner_id, thread, proposal.action)
+        if blocked:
+            reasons.append(blocked)
+            continue
         stored, new = svc.store.add(proposal)
         ids.append(stored.id)
         if new:
@@ -363,12 +398,19 @@ class RenewalRunner:
         score, no proposal). ``cycle`` defaults to the account's current one (:func:`cycle_for`)."""
         svc = self.services
         snap: AccountSnapshot | None = None
+        try:
+            snap = load_account(svc.reader, partner_id, today=svc.day())
+        except OdooMissingError:
+            thread_id = svc.thread_for(partner_id, cycle or scoring_period(svc.day()))
+            svc.audit.append("run.failed", thread_id, AGENT, {"error": f"no partner {partner_id}"}, thread_id=thread_id)
+            return RiskRun(thread_id, "failed", error=f"no partner {partner_id}")
+        except SignoffError:  # the graph's load step reads it again and records the failure
+            snap = None
+        if snap is not None and snap.subscription_id is None:  # the company itself, a bot, a contact
+            return RiskRun(svc.thread_for(partner_id, cycle or cycle_for(snap, svc.day())), "skipped",
+                           error=NO_SUBSCRIPTION)
         if cycle is None:
-            try:
-                snap = load_account(svc.reader, partner_id, today=svc.day())
-                cycle = cycle_for(snap, svc.day())
-            except SignoffError:  # the graph's load step reads it again and records the failure
-                cycle = scoring_period(svc.day())
+            cycle = cycle_for(snap, svc.day()) if snap is not None else scoring_period(svc.day())
         thread_id = svc.thread_for(partner_id, cycle)
         config = self._config(thread_id)
         try:

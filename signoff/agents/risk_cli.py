@@ -70,7 +70,8 @@ def print_trained(model: Any, settings: Settings) -> None:
     console.print(f"[green]trained[/] {model.version} on {model.manifest['n']} accounts ({model.manifest['source']}, "
                   f"churn rate {model.manifest['churn_rate']:.1%}): held-out ROC-AUC {h['roc_auc']:.3f}, "
                   f"Brier {h['brier']:.3f}, ECE {h['ece_before']:.3f} -> {h['ece_after']:.3f} "
-                  f"({model.manifest['calibration']})")
+                  f"({model.manifest['calibration']}, C={model.manifest['c']:g}; measured on "
+                  f"{h.get('measured_on', 'the held-out share')})")
     console.print(f"saved to {risk_model_dir(settings) / model.version}")
 
 
@@ -91,6 +92,12 @@ def train(
     print_trained(model, settings)
 
 
+def check_partner_id(pid: int) -> None:
+    """A partner id the CLI passes on: positive and below 2**31 (Odoo's ids are 32-bit integers)."""
+    if not 0 < pid < 2**31:
+        raise _fail(ValueError(f"no partner {pid}: a partner id is a positive integer below 2**31"), 2)
+
+
 def _band_style(band: str) -> str:
     return {"high": "bold red", "medium": "yellow", "low": "green"}.get(band, "")
 
@@ -100,7 +107,8 @@ def score(
     partner: Annotated[list[int] | None, typer.Option("--partner", "-p", help="Customer (res.partner) id; repeatable.")]
     = None,
     all_: Annotated[bool, typer.Option("--all", help="Every customer with a subscription.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print scores as JSON lines.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print scores as JSON lines (one object per line).")]
+    = False,
 ) -> None:
     """Score accounts, ranked by churn probability, and propose follow-ups / retention offers for approval.
 
@@ -108,28 +116,38 @@ def score(
     date its subscription's current term ends, else the month): scoring it again in the same cycle
     shows a fresh score and proposes nothing new; after the term rolls over it runs, and may propose,
     again. Proposals wait in `signoff approvals list`; retention offers go to the approver tier their
-    amount picks (policy `tiers`).
+    amount picks (policy `tiers`). An action the account already has pending (from any cycle), or had
+    rejected within the policy's `risk.cooldown_days`, is not proposed again; the reason is shown.
+    A partner without a subscription is answered "no subscription: nothing to score" (no run).
     """
-    from signoff.agents.renewal import renewal_runner
+    from signoff.agents.renewal import parse_thread, renewal_runner
     from signoff.agents.services import open_runtime
     from signoff.tools.accounts import account_partner_ids
 
     if not partner and not all_:
         raise _fail(ValueError("give --partner N (repeatable) or --all"), 2)
+    if partner and all_:
+        raise _fail(ValueError("--all and --partner are mutually exclusive"), 2)
+    for pid in partner or []:
+        check_partner_id(pid)
     settings = _settings()
     try:
         with open_runtime(settings) as rt, renewal_runner(rt) as runner:
             runner.services.model.model  # noqa: B018 - load the model (or fail) before the loop
-            ids = list(partner or []) if not all_ else account_partner_ids(rt.reader)
+            ids = list(dict.fromkeys(partner or [])) if not all_ else account_partner_ids(rt.reader)
             runs = [runner.run(pid) for pid in ids]
             pending = [p for p in rt.store.find(states=("pending",)) if p.thread_id.startswith("account:")]
     except SignoffError as exc:
         raise _fail(exc) from exc
-    failed = [r for r in runs if r.score is None]
+    skipped = [r for r in runs if r.status == "skipped"]
+    failed = [r for r in runs if r.score is None and r.status != "skipped"]
     scored = sorted((r for r in runs if r.score is not None), key=lambda r: -r.score.probability)  # type: ignore[union-attr]
     if as_json:
         for r in scored:
-            console.print_json(json.dumps({"status": r.status, **r.score.model_dump(mode="json")}))  # type: ignore[union-attr]
+            print(json.dumps({"status": r.status, **r.score.model_dump(mode="json")}), flush=True)  # type: ignore[union-attr]
+        for r in skipped:
+            print(json.dumps({"status": "skipped", "partner_id": parse_thread(r.thread_id)[1], "reason": r.error}),
+                  flush=True)
     else:
         table = Table(title=f"Renewal risk ({len(scored)} accounts)")
         for col in ("account", "churn p (90%)", "band", "conf.", "top drivers", "cycle", "outcome"):
@@ -141,13 +159,16 @@ def score(
             outcome: str = "already has a run this cycle" if r.status == "duplicate" else s.outcome
             if s.proposal_ids:
                 outcome += f" ({len(s.proposal_ids)} proposal(s))"
-            elif s.reasons:
-                outcome += f": {s.reasons[0]}"
+            if s.reasons:
+                outcome += ("; " if s.proposal_ids else ": ") + "; ".join(s.reasons)
             p90 = f"{s.probability:.2f} ({s.interval[0]:.2f}-{s.interval[1]:.2f})"
             band = f"[{_band_style(s.band)}]{s.band}[/]"
             cycle = r.thread_id.rsplit(":", 1)[-1]
             table.add_row(f"{s.name} ({s.partner_id})", p90, band, f"{s.confidence:.2f}", drivers, cycle, outcome)
-        console.print(table)
+        if scored:
+            console.print(table)
+        for r in skipped:
+            console.print(f"partner {parse_thread(r.thread_id)[1]}: {r.error}")
     for r in failed:
         err.print(f"[red]{r.thread_id}: {r.error}[/]")
     if pending and not as_json:
@@ -160,13 +181,22 @@ def score(
 def explain(partner: Annotated[int, typer.Argument(help="Customer (res.partner) id.")]) -> None:
     """Explain an account's churn probability in words: drivers, what is unknown, where each value came from,
     and the renewal cycle it is in (its current term's end, the run's thread). Reads only: proposes nothing."""
-    from signoff.agents.renewal import assess, renewal_runner
+    from signoff.agents.renewal import NO_SUBSCRIPTION, assess, renewal_runner
     from signoff.agents.services import open_runtime
+    from signoff.errors import OdooMissingError
+    from signoff.tools.accounts import load_account
 
+    check_partner_id(partner)
     settings = _settings()
     try:
         with open_runtime(settings) as rt, renewal_runner(rt) as runner:
+            account = load_account(runner.services.reader, partner, today=runner.services.day())
+            if account.subscription_id is None:
+                console.print(f"{account.name} (partner {partner}): {NO_SUBSCRIPTION}")
+                return
             snap, s, result = assess(runner.services, partner)
+    except OdooMissingError as exc:
+        raise _fail(ValueError(f"no partner {partner}")) from exc
     except SignoffError as exc:
         raise _fail(exc) from exc
     console.print(f"[bold]{s.name}[/] (partner {s.partner_id}, subscription {snap.subscription_name or 'none'}, "
@@ -186,7 +216,14 @@ def explain(partner: Annotated[int, typer.Argument(help="Customer (res.partner) 
         console.print("\n[bold]Unknown[/] (missing, so no effect unless the model learnt what missing means):")
         for d in unknown:
             console.print(f"  ? {d.label}: {snap.sources.get(d.feature, 'missing')}")
-    unused = [k for k, v in snap.features.items() if v is not None and k not in runner.services.model.model.observed]
+    known = [d for d in result.drivers if not d.missing]
+    if known:
+        console.print("\n[bold]Known[/] (value, and where it came from):")
+        for d in known:
+            console.print(f"  {d.label} = {snap.features.get(d.feature)}: {snap.sources.get(d.feature, 'Odoo')}")
+    used = {d.feature for d in result.drivers if d.contribution != 0.0}
+    unused = [k for k, v in snap.features.items()
+              if v is not None and k not in runner.services.model.model.observed and k not in used]
     if unused:
         console.print("\n[bold]Known but not used[/] (the training data never had them; train on Odoo history "
                       "with `signoff train risk --source odoo`): " + ", ".join(unused))

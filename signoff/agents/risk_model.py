@@ -99,6 +99,11 @@ def data_sha256(features: Sequence[Features], labels: Sequence[int]) -> str:
     return hashlib.sha256("\n".join(rows).encode("utf-8")).hexdigest()
 
 
+def version_sha(data_sha: str, options: dict[str, Any]) -> str:
+    """The model version's hash: the training data and every training option (C, calibration, split)."""
+    return hashlib.sha256(f"{data_sha}\n{canonical_json(options)}".encode()).hexdigest()
+
+
 def binary_ece(proba: Any, labels: Any, *, n_bins: int = 10) -> float:
     """Expected calibration error of a churn probability: 10 equal-width bins, weighted by share."""
     p, y = np.asarray(proba, float), np.asarray(labels, float)
@@ -262,19 +267,32 @@ class RiskModel:
         first = cls._fitted(fit_rows, y[~cal], c)
         z_cal = first._logit(cal_rows)
         calibrator = _fit_calibrator(z_cal, y[cal], method)
-        p_raw, p_cal = _sigmoid(z_cal), _apply_calibrator(calibrator, z_cal)
+        # Reported on data the calibrator was not fitted on: the held-out part is split in two, and each
+        # half is scored by a calibrator fitted on the other half (the shipped one uses all of it).
+        y_cal = y[cal]
+        half = np.zeros(len(y_cal), bool)
+        for cls_ in (0, 1):
+            idx = np.flatnonzero(y_cal == cls_)
+            rng.shuffle(idx)
+            half[idx[: len(idx) // 2]] = True
+        p_raw, p_cal = _sigmoid(z_cal), np.zeros(len(y_cal))
+        for part in (half, ~half):
+            p_cal[part] = _apply_calibrator(_fit_calibrator(z_cal[~part], y_cal[~part], method), z_cal[part])
 
         model = cls._fitted(list(features), y, c)
         model.calibrator = calibrator
-        model.version = f"rk{FORMAT}-{data_sha256(features, y.tolist())[:12]}"
+        options = {"c": c, "calibration": method, "holdout": holdout, "seed": seed}
+        model.version = f"rk{FORMAT}-{version_sha(data_sha256(features, y.tolist()), options)[:12]}"
         from sklearn.metrics import brier_score_loss, roc_auc_score
 
         model.manifest = {
             "version": model.version, "format": FORMAT, "created_at": utcnow().isoformat(), "n": len(y),
             "churn_rate": round(float(y.mean()), 4), "data_sha256": data_sha256(features, y.tolist()),
-            "source": source, "c": c, "calibration": method,
+            "source": source, "c": c, "calibration": method, "holdout": holdout, "seed": seed,
             "heldout": {
-                "n": int(cal.sum()), "roc_auc": round(float(roc_auc_score(y[cal], p_cal)), 4),
+                "n": int(cal.sum()),
+                "measured_on": "the held-out share, each half scored by a calibrator fitted on the other half",
+                "roc_auc": round(float(roc_auc_score(y[cal], p_cal)), 4),
                 "brier": round(float(brier_score_loss(y[cal], p_cal)), 4),
                 "ece_before": round(binary_ece(p_raw, y[cal]), 4), "ece_after": round(binary_ece(p_cal, y[cal]), 4),
             },
@@ -427,10 +445,20 @@ class RiskModel:
             manifest = json.loads((path / _MANIFEST_FILE).read_text())
             body = (path / _MODEL_FILE).read_text()
         except (OSError, ValueError) as exc:
-            raise ModelError(f"risk model {path} is unreadable: {exc}") from exc
-        if hashlib.sha256(body.encode()).hexdigest() != manifest.get("files", {}).get(_MODEL_FILE):
-            raise ModelError(f"risk model {path} does not match its manifest's sha256: retrain")
-        return cls.from_json(json.loads(body), manifest)
+            raise ModelError(f"risk model {path} is unreadable: {exc}; retrain (signoff train risk)") from exc
+        files = manifest.get("files") if isinstance(manifest, dict) else None
+        if not isinstance(files, dict) or hashlib.sha256(body.encode()).hexdigest() != files.get(_MODEL_FILE):
+            raise ModelError(f"risk model {path} does not match its manifest's sha256: retrain (signoff train risk)")
+        try:
+            data = json.loads(body)
+            if not isinstance(data, dict):
+                raise TypeError("model.json is not an object")
+            return cls.from_json(data, manifest)
+        except ModelError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            raise ModelError(f"risk model {path} is malformed ({type(exc).__name__}: {exc}): retrain "
+                             "(signoff train risk)") from exc
 
 
 def _columns(rows: Sequence[Features]) -> list[Column]:

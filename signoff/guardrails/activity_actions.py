@@ -43,6 +43,8 @@ class ActivityAction:
     optional: tuple[str, ...] = ()
     choices: tuple[str, ...] | None = None
     """Unused (no single choice argument); present so every action has the same shape."""
+    editable: tuple[str, ...] | None = None
+    """The arguments an approver may change in an edit (None: all of them). The rest are kept as proposed."""
 
     # -- validation ------------------------------------------------------------------------------
 
@@ -178,9 +180,11 @@ class ActivityAction:
 
 ACTIVITY_ACTIONS: tuple[ActivityAction, ...] = (
     ActivityAction("account.csm_followup", "res.partner", "Renewal risk follow-up",
-                   required=("reason", "deadline"), optional=("owner_uid", "drivers")),
+                   required=("reason", "deadline"), optional=("owner_uid", "drivers"),
+                   editable=("reason", "deadline", "owner_uid")),
     ActivityAction("account.retention_offer", "sale.order", "Retention offer",
-                   required=("amount", "currency", "deadline"), optional=("owner_uid", "reason", "drivers")),
+                   required=("amount", "currency", "deadline"), optional=("owner_uid", "reason", "drivers"),
+                   editable=("amount", "deadline", "owner_uid", "reason")),
     # contracts agent: on the sale order the contract is attached to
     ActivityAction("contract.renewal_reminder", "sale.order", "Contract renewal decision",
                    required=("reason", "deadline"), optional=("owner_uid", "details")),

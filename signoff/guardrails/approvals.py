@@ -7,18 +7,29 @@ the person who raised the proposal (separation of duties), is refused, and the r
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from signoff.domain import Decision, Proposal, utcnow
 from signoff.errors import AlreadyDecided, InvalidDecision, NotAuthorised, ProposalNotFound
 from signoff.guardrails.actions import get_action
 from signoff.guardrails.audit import AuditLog
-from signoff.guardrails.policy import Policy
+from signoff.guardrails.policy import ActionPolicy, Policy
 from signoff.guardrails.store import ApprovalStore
 from signoff.integrations.odoo import OdooReader
 
 PENDING = ("pending",)
+MAX_DEADLINE = timedelta(days=366)
+"""How far ahead an edited deadline may be."""
+
+
+def _rank(rule: ActionPolicy, group: str) -> int:
+    """A group's place in the action's tiers (0 = the lowest amounts); a group not in the tiers (one the
+    proposal was escalated to) ranks above every tier."""
+    for i, tier in enumerate(rule.tiers):
+        if tier.approvers == group:
+            return i
+    return len(rule.tiers)
 
 
 class Approvals:
@@ -41,17 +52,43 @@ class Approvals:
                           {"verdict": verb, "reason": reason, "channel": channel}, thread_id=proposal.thread_id)
         raise NotAuthorised(reason)
 
-    def check_edit(self, proposal: Proposal, args: dict[str, Any], *, reader: OdooReader | None = None
-                   ) -> dict[str, Any]:
-        """The guardrails an edit passes on every channel (edits allowed, valid args, same approver tier):
-        the normalised args, or InvalidDecision. Deciding nothing, so a channel can preview an edit."""
+    def check_edit(self, proposal: Proposal, args: dict[str, Any], *, reader: OdooReader | None = None,
+                   today: date | None = None) -> dict[str, Any]:
+        """The guardrails an edit passes on every channel (CLI, REST, inbox, Slack): the changed keys are
+        merged over the proposal's stored args (a key not given keeps its proposed value), the merged args
+        are re-validated, only the action's editable fields may change, a changed deadline must be a date
+        from today to a year ahead, and the amount may not need a higher approver tier than the proposal's
+        (a lower one is fine: a higher authority may approve a smaller amount). The normalised merged args,
+        or InvalidDecision. Deciding nothing, so a channel can preview an edit."""
         rule = self.policy.action(proposal.action)
         if not rule.edits:
             raise InvalidDecision(f"the policy does not allow edits of {proposal.action}")
-        checked = get_action(proposal.action).validate(args, reader)
+        action = get_action(proposal.action)
+        merged = {**proposal.args, **args}
+        checked = action.validate(merged, reader)
+        try:
+            original = action.validate(dict(proposal.args), None)
+        except InvalidDecision:
+            original = dict(proposal.args)
+        changed = [k for k in checked if checked[k] != original.get(k)]
+        editable: tuple[str, ...] | None = getattr(action, "editable", None)
+        if editable is not None:
+            locked = [k for k in changed if k not in editable]
+            if locked:
+                raise InvalidDecision(
+                    f"{', '.join(locked)} cannot be edited on {proposal.action} (editable: {', '.join(editable)})"
+                    + (f"; the offer stays in {original.get('currency')}: reject it to change the currency"
+                       if "currency" in locked else ""))
+        if "deadline" in changed:
+            day = today or date.today()
+            deadline = date.fromisoformat(str(checked["deadline"]))
+            if deadline < day:
+                raise InvalidDecision(f"deadline {deadline} is in the past (today is {day})")
+            if deadline > day + MAX_DEADLINE:
+                raise InvalidDecision(f"deadline {deadline} is more than {MAX_DEADLINE.days} days ahead")
         if rule.tiers and "amount" in checked:
             needed = rule.approver_group(float(checked["amount"]))
-            if needed != proposal.approver_group:
+            if needed != proposal.approver_group and _rank(rule, needed) > _rank(rule, proposal.approver_group):
                 raise InvalidDecision(f"an amount of {checked['amount']} needs approver group {needed!r}, not "
                                       f"{proposal.approver_group!r}: reject and let the agent propose again")
         return checked

@@ -130,8 +130,11 @@ class RiskRules(BaseModel):
     """Band -> lowest probability in it."""
     followup_bands: list[str] = Field(default_factory=lambda: ["medium", "high"])
     followup_days: dict[str, int] = Field(default_factory=lambda: {"high": 2, "medium": 7})
-    """Band -> days until the CSM follow-up is due."""
+    """Band -> days until the CSM follow-up is due (never later than the day before the term ends)."""
     offer: OfferRules = Field(default_factory=OfferRules)
+    cooldown_days: int = Field(default=30, ge=0)
+    """After an account's proposal of an action is rejected, no new proposal of that action for this many
+    days (a new renewal cycle included); a pending one blocks a second one always."""
 
 
 class Policy(BaseModel):

@@ -141,8 +141,9 @@ def reject_modal(p: Proposal, channel: str, ts: str) -> dict[str, Any]:
 
 
 def edit_modal(p: Proposal, channel: str, ts: str) -> dict[str, Any]:
-    arg = next(iter(p.args))
     action = ACTIONS.get(p.action)
+    editable = getattr(action, "editable", None)
+    arg = next((k for k in p.args if editable is None or k in editable), next(iter(p.args)))
     element: dict[str, Any]
     if action is not None and action.choices:
         options = [{"text": {"type": "plain_text", "text": _show(c, arg)}, "value": c} for c in action.choices]

@@ -399,6 +399,9 @@ def _edit_fields(p: Proposal) -> list[dict[str, Any]]:
     for key in (*getattr(action, "required", ()), *getattr(action, "optional", ())):
         if key not in names:
             names.append(key)
+    editable = getattr(action, "editable", None)  # the rest keep their proposed values (Approvals.check_edit)
+    if editable is not None:
+        names = [k for k in names if k in editable]
     return [{"name": k, "value": "" if p.effective_args.get(k) is None else p.effective_args.get(k),
              "choices": action.choices if isinstance(action, Action) else None,
              "long": k in ("details", "reason") and not isinstance(action, Action)} for k in names]

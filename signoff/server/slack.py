@@ -29,7 +29,6 @@ from signoff.agents.services import Runtime
 from signoff.config import Settings
 from signoff.domain import PRIORITY_NAMES, Decision, Verdict
 from signoff.errors import AlreadyDecided, InvalidDecision, NotAuthorised, ProposalNotFound, SignoffError
-from signoff.guardrails.actions import get_action
 from signoff.integrations.slack import SlackApprovalChannel, SlackMessages, describe, who
 from signoff.server import chat
 from signoff.server.services import ServerServices
@@ -202,7 +201,7 @@ class SlackBridge:
         arg, value = meta.get("arg", ""), self._value(view, "value").strip()
         try:  # the checks that need no Odoo call, before the ack, so the modal can show them
             p = self.svc.rt.store.get(meta["proposal"])
-            get_action(p.action).validate({arg: value}, None)
+            self.svc.rt.approvals.check_edit(p, {arg: value}, reader=None)  # merged over the proposal's args
         except SignoffError as exc:
             ack(response_action="errors", errors={"value": str(exc)[:150]})
             return

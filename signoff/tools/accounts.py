@@ -338,10 +338,13 @@ def load_account(reader: OdooReader, partner_id: int, *, today: date | None = No
                     period = _period_months(plan[0]["billing_period_value"], plan[0]["billing_period_unit"])
                     sources["commitment"] = "sale.subscription.plan.billing_period_*"
         sources.setdefault("commitment", "missing: plan period unknown")
+        next_invoice = _date(sub.get("next_invoice_date"))
         if snap.churned:
             term = end
+        elif snap.subscription_state == "4_paused" and next_invoice is None:
+            term = end if end and end >= today else None  # paused, nothing invoiced next: the term is unknown
         else:
-            term = current_term_end(today, anchor=_date(sub.get("next_invoice_date")) or start,
+            term = current_term_end(today, anchor=next_invoice or start,
                                     period_months=period, end=end if end and end >= today else None)
         snap.term_end = term.isoformat() if term else None
 
@@ -385,7 +388,7 @@ def load_account(reader: OdooReader, partner_id: int, *, today: date | None = No
                  "product_line"):
         sources[name] = "missing: no Odoo counterpart (a Telco-only feature)"
     for name in ("notice_days_left", "auto_renew"):
-        sources[name] = "missing: contract terms come from the contracts agent (not built yet)"
+        sources[name] = "missing: contract terms are not read from Odoo (the contracts agent reads the documents)"
     return snap
 
 
