@@ -206,3 +206,98 @@ def db_restart(trial: Trial, tid: int) -> None:
             if rc != 0:
                 tally.problems.append(f"{thread}: retry of {pid} after a DB restart rc={rc}: {out[-300:]}")
     tally.outcomes["db_restart_trials_finished"] += 1
+
+
+SERVE_POINTS = ("pending", "decide", "idle")
+
+
+def serve_db_restart(trial: Trial, tid: int) -> None:
+    """``signoff serve`` on the private Postgres; the cluster restarts under it (its pool must reconnect)."""
+    import threading
+
+    import httpx
+    from run_trials import APPROVERS, wait_for
+    from worker_kill import STALE, wait_run
+
+    rng, tally = trial.rng, trial.tally
+    side = trial.pg()
+    worker = trial.pg_worker()
+    point = rng.choice(SERVE_POINTS)
+    trial.scenario = f"serve_db_restart_{point}"
+    tally.faults[trial.scenario] += 1
+    thread = f"ticket:{trial.stack.settings.odoo_db}:{tid}"
+    side.threads.append(thread)
+
+    def api_ok(what: str) -> None:
+        """After a restart the server answers again (it may take its pool a moment)."""
+        def ok() -> bool:
+            try:
+                return worker.api("GET", "/api/proposals", params={"thread": thread}).status_code == 200
+            except httpx.HTTPError:
+                return False
+        try:
+            wait_for(ok, 30, f"the server on Postgres to answer after a restart ({what})")
+        except TimeoutError:
+            tally.problems.append(f"{thread}: signoff serve on Postgres did not answer 30 s after a DB restart")
+
+    if point == "idle":  # restarted while nothing happens: the next event must work
+        side.cluster.restart()
+        tally.kills["db_restart"] += 1
+        api_ok("idle")
+    worker.webhook(tid)
+    wait_run(worker, thread, timeout=90)
+    ids = list(worker.states(thread))
+    if not ids:
+        tally.no_proposals += 1
+        return
+    if point == "pending":
+        side.cluster.restart()
+        tally.kills["db_restart"] += 1
+        api_ok("pending")
+        if any(s != "pending" for s in worker.states(thread).values()):
+            tally.problems.append(f"{thread}: a DB restart changed pending proposals on the server")
+    *first, last = ids
+    for pid in first:
+        worker.api("POST", f"/api/proposals/{pid}/decision", json={
+            "verdict": "reject" if rng.random() < 0.2 else "approve", "actor": rng.choice(APPROVERS),
+            "reason": "trial"})
+    answers: list[int] = []
+
+    def send() -> None:
+        try:
+            answers.append(worker.api("POST", f"/api/proposals/{last}/decision", json={
+                "verdict": "approve", "actor": rng.choice(APPROVERS)}, timeout=60).status_code)
+        except httpx.HTTPError:
+            answers.append(0)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    if point == "decide":
+        time.sleep(rng.uniform(0.0, 0.5))
+        side.cluster.restart()
+        tally.kills["db_restart"] += 1
+    sender.join(90)
+    tally.outcomes[f"serve_db_restart_decision_http_{answers[0] if answers else 'none'}"] += 1
+    api_ok("decide")
+    if worker.states(thread).get(last) == "pending":  # the restart lost the click before it was recorded
+        tally.outcomes["serve_db_restart_decision_not_recorded"] += 1
+        worker.api("POST", f"/api/proposals/{last}/decision", json={"verdict": "approve", "actor": "cli:lead"})
+
+    def settled() -> bool:
+        try:
+            return not any(s in ("approved", "executing") for s in worker.states(thread).values())
+        except (httpx.HTTPError, KeyError, ValueError):
+            return False
+
+    try:
+        try:
+            wait_for(settled, STALE + 8, f"{thread} to settle on the server on Postgres")
+        except TimeoutError:
+            if not worker.age_claim(thread):
+                raise
+            tally.outcomes["serve_db_restart_waited_for_stale_claim"] += 1
+            wait_for(settled, STALE + 20, f"{thread} to settle on the server on Postgres")
+    except TimeoutError:
+        tally.problems.append(f"{thread}: decided proposals not finished on the server after a DB restart: "
+                              f"{worker.states(thread)}")
+    tally.outcomes["serve_db_restart_trials_finished"] += 1

@@ -67,7 +67,8 @@ SCENARIOS = {"approve": 2, "double": 2, "concurrent": 3, "slack_retry": 2, "reje
              "leave": 1}
 #: Fault kinds and their weights: ``race`` is one of the scenarios above; the others live in outages.py,
 #: attacks.py, worker_kill.py and pg_restart.py (next to this file).
-KINDS = {"race": 10, "odoo_outage": 2, "llm_outage": 2, "attack": 4, "worker_kill": 2, "db_restart": 1}
+KINDS = {"race": 10, "odoo_outage": 2, "llm_outage": 2, "attack": 4, "worker_kill": 2, "db_restart": 1,
+         "serve_db_restart": 1}
 
 
 # --- the stack --------------------------------------------------------------------------------------
@@ -171,7 +172,7 @@ class Stack:
         return proc.returncode, out + err
 
     def stop(self) -> None:
-        for name in ("worker", "fake_llm"):
+        for name in ("worker", "pg_worker", "fake_llm"):
             if name in self.extras:
                 self.extras.pop(name).stop()
         self.http.close()
@@ -312,6 +313,16 @@ class Trial:
             worker.start()
             self.stack.extras["worker"] = worker
         return self.stack.extras["worker"]
+
+    def pg_worker(self) -> Any:
+        """A ``signoff serve`` process on the private Postgres cluster (its own data dir)."""
+        from worker_kill import Worker
+
+        if self.stack.extras.get("pg_worker") is None:
+            worker = Worker(self.stack, self.stack.work, name="pg-worker", database_url=self.pg().cluster.url)
+            worker.start()
+            self.stack.extras["pg_worker"] = worker
+        return self.stack.extras["pg_worker"]
 
     def pg(self) -> Any:
         from pg_restart import PgSide
@@ -706,6 +717,10 @@ def run_one(kind: str, stack: Stack, rng: random.Random, tally: Tally, scenarios
         from pg_restart import db_restart
 
         db_restart(trial, tid)
+    elif kind == "serve_db_restart":
+        from pg_restart import serve_db_restart
+
+        serve_db_restart(trial, tid)
     else:
         raise ValueError(f"unknown kind {kind!r}")
     return trial.scenario
@@ -713,14 +728,16 @@ def run_one(kind: str, stack: Stack, rng: random.Random, tally: Tally, scenarios
 
 def finish_extras(stack: Stack, tally: Tally) -> None:
     """A last restart of every other backend: nothing should be left to do."""
-    worker = stack.extras.get("worker")
-    if worker is not None:
+    for name in ("worker", "pg_worker"):
+        worker = stack.extras.get(name)
+        if worker is None:
+            continue
         from worker_kill import STALE
 
         time.sleep(STALE)
         r = worker.api("POST", "/api/sweep")
         if r.status_code != 200:
-            tally.problems.append(f"final worker sweep {r.status_code}: {r.text[:200]}")
+            tally.problems.append(f"final {name} sweep {r.status_code}: {r.text[:200]}")
     pg = stack.extras.get("pg")
     if pg is not None:
         rc, out = pg.cli_run("approvals", "recover")

@@ -36,13 +36,14 @@ KILL_POINTS = ("triage", "pending", "decide", "before_write", "after_write")
 class Worker:
     """One ``signoff serve`` process; :meth:`kill` is SIGKILL, :meth:`start` reuses data dir and port."""
 
-    def __init__(self, stack: Stack, work: Path) -> None:
+    def __init__(self, stack: Stack, work: Path, name: str = "worker", database_url: str | None = None) -> None:
         from run_trials import API_TOKEN, WEBHOOK_SECRET
 
         self.stack = stack
-        self.data_dir = work / "worker-state"
+        self.database_url = database_url
+        self.data_dir = work / f"{name}-state"
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = work / "worker.log"
+        self.log_path = work / f"{name}.log"
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = int(s.getsockname()[1])
@@ -51,6 +52,8 @@ class Worker:
                     "SIGNOFF_WEBHOOK_SECRET": WEBHOOK_SECRET, "SIGNOFF_SWEEP_SECONDS": str(SWEEP),
                     "SIGNOFF_EXECUTOR_STALE_SECONDS": str(STALE), "SIGNOFF_LOG_LEVEL": "INFO",
                     "SIGNOFF_SERVER_WORKERS": "2"}
+        if database_url:
+            self.env["SIGNOFF_DATABASE_URL"] = database_url
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.threads: list[str] = []
@@ -135,6 +138,13 @@ class Worker:
         from signoff.agents.runner import CLAIM_SECONDS
         from signoff.domain import utcnow
 
+        if self.database_url:
+            import psycopg
+
+            with psycopg.connect(self.database_url, autocommit=True) as pg:
+                cur = pg.execute("UPDATE claims SET claimed_at = clock_timestamp() - make_interval(secs => %s) "
+                                 "WHERE key = %s", (CLAIM_SECONDS + 1, thread))
+                return cur.rowcount > 0
         conn = sqlite3.connect(self.data_dir / "signoff.sqlite", timeout=30)
         try:
             with conn:

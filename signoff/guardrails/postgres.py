@@ -215,6 +215,9 @@ class PostgresDatabase:
         self.pool: ConnectionPool[Connection[Any]] = ConnectionPool(
             url, min_size=min_size, max_size=max_size, timeout=timeout, kwargs={"autocommit": True},
             open=False, name="signoff-state",
+            # After a database restart every pooled connection is dead: check each one as it is handed out
+            # (and replace it) instead of failing one request per pooled connection (found by the DB-restart trials).
+            check=ConnectionPool.check_connection,
         )
         try:
             self.pool.open(wait=True, timeout=timeout)
@@ -348,6 +351,7 @@ def postgres_checkpointer(url: str, *, max_size: int = 10) -> Any:
     pool: ConnectionPool[Connection[Any]] = ConnectionPool(
         url, min_size=1, max_size=max_size, open=False, name="signoff-checkpoints",
         kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        check=ConnectionPool.check_connection,  # survive a database restart (see PostgresDatabase)
     )
     try:
         pool.open(wait=True, timeout=30.0)
