@@ -142,9 +142,9 @@ class Worker:
             import psycopg
 
             with psycopg.connect(self.database_url, autocommit=True) as pg:
-                cur = pg.execute("UPDATE claims SET claimed_at = clock_timestamp() - make_interval(secs => %s) "
-                                 "WHERE key = %s", (CLAIM_SECONDS + 1, thread))
-                return cur.rowcount > 0
+                aged = pg.execute("UPDATE claims SET claimed_at = clock_timestamp() - make_interval(secs => %s) "
+                                  "WHERE key = %s", (CLAIM_SECONDS + 1, thread))
+                return aged.rowcount > 0
         conn = sqlite3.connect(self.data_dir / "signoff.sqlite", timeout=30)
         try:
             with conn:
