@@ -176,6 +176,37 @@ def test_model_is_calibrated_additive_and_versioned(telco: tuple[Any, ...], tmp_
         RiskModel.load(tmp_path / "risk")
 
 
+def test_model_version_hashes_the_options_and_corrupt_artefacts_say_retrain(
+    telco: tuple[Any, ...], tmp_path: Path
+) -> None:
+    import hashlib
+    import json
+
+    fd, yd, _, _ = telco
+    base = RiskModel.fit(fd[::3], yd[::3])
+    versions = {base.version, RiskModel.fit(fd[::3], yd[::3], c=1.0).version,
+                RiskModel.fit(fd[::3], yd[::3], method="isotonic").version,
+                RiskModel.fit(fd[::3], yd[::3], seed=1).version}
+    assert len(versions) == 4, "C, calibration and the split are part of the version"
+    held = base.manifest["heldout"]
+    assert "not fitted on" not in held["measured_on"] and "other half" in held["measured_on"]
+    assert 0 <= held["ece_after"] < 0.1
+    path = base.save(tmp_path / "risk")
+    (path / "manifest.json").write_text("[]")
+    with pytest.raises(ModelError, match="retrain"):
+        RiskModel.load(tmp_path / "risk")
+    body = json.dumps({"format": 1, "version": base.version})  # tampered, with a matching sha
+    (path / "model.json").write_text(body)
+    sha = hashlib.sha256(body.encode()).hexdigest()
+    (path / "manifest.json").write_text(json.dumps({"files": {"model.json": sha}}))
+    with pytest.raises(ModelError, match="retrain"):
+        RiskModel.load(tmp_path / "risk")
+    (path / "model.json").write_text("[]")
+    (path / "manifest.json").write_text(json.dumps({"files": {"model.json": hashlib.sha256(b"[]").hexdigest()}}))
+    with pytest.raises(ModelError, match="retrain"):
+        RiskModel.load(tmp_path / "risk")
+
+
 def test_scores_rank_and_explain_odoo_accounts(runner: RenewalRunner) -> None:
     from signoff.agents.renewal import assess
 
@@ -520,24 +551,35 @@ def test_cli_trains_scores_all_explains_and_approves_once_after_a_crash(
     risk_settings: Settings, tmp_path: Path, odoo_standin: OdooStandIn
 ) -> None:
     settings = risk_settings.model_copy(update={"model_dir": tmp_path / "cli-models"})
-    trained = cli(settings, "train", "risk")
+    refused = cli(settings, "train", "risk", "--limit", "5")
+    assert refused.returncode == 2 and "only apply to `signoff train triage`" in refused.stderr
+    trained = cli(settings, "train", "risk", "--calibration", "sigmoid", "--c", "0.1")
     assert trained.returncode == 0, trained.stderr
-    assert "trained rk1-" in trained.stdout and "ECE" in trained.stdout
+    assert "trained rk1-" in trained.stdout and "ECE" in trained.stdout and "C=0.1" in trained.stdout
     scored = cli(settings, "risk", "score", "--all")
     assert scored.returncode == 0, scored.stderr
     assert "Renewal risk (12 accounts)" in scored.stdout and "Globex Corporation" in scored.stdout
     assert "signoff approvals list" in scored.stdout
     listed = cli(settings, "approvals", "list")
     assert listed.returncode == 0 and "retention_offer" in listed.stdout and "cfo" in listed.stdout
+    assert "cfo -> cli:cfo" in listed.stdout and "finance -> cli:finance" in listed.stdout, listed.stdout
     with open_runtime(settings) as rt:
         pid = partner_id(rt.reader, "Initech")
         explained = cli(settings, "risk", "explain", str(pid))
         assert explained.returncode == 0, explained.stderr
         assert "churn probability" in explained.stdout and "Unknown" in explained.stdout
+        assert "not built yet" not in explained.stdout and "sale.order.recurring_monthly" in explained.stdout
+        drivers = explained.stdout.split("Drivers", 1)[1].split("Unknown", 1)[0]
+        unused = explained.stdout.split("Known but not used", 1)[-1] if "Known but not used" in explained.stdout else ""
+        assert not any(line.strip()[2:].split(" = ")[0] in unused for line in drivers.splitlines() if " = " in line), \
+            "a driver is never listed as unused"
         with renewal_runner(rt) as r:
             thread = r.current_thread(pid)
         assert f"run thread {thread}" in explained.stdout.replace("\n", "")
         offer = next(p for p in rt.store.find(thread_id=thread) if p.action == "account.retention_offer")
+        shown = cli(settings, "approvals", "show", offer.id[:14])
+        assert shown.returncode == 0 and "driver +" in shown.stdout and "similar (" not in shown.stdout, shown.stdout
+        assert "editable: amount, deadline, owner_uid, reason" in shown.stdout
         others = [p for p in rt.store.find(thread_id=thread) if p.id != offer.id]
         for p in others:
             rt.approvals.decide(Decision(proposal_id=p.id, verdict="approve", actor="cli:cslead"))

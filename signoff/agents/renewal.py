@@ -156,7 +156,7 @@ def risk_score(svc: RenewalServices, snap: AccountSnapshot, result: RiskResult, 
     drivers = [
         RiskDriver(feature=d.feature, label=d.label, value=d.value, contribution=d.contribution, delta=d.delta,
                    missing=d.missing, text=describe(d, snap.currency))
-        for d in result.top(top)
+        for d in result.top(top) if d.contribution != 0.0  # a feature without effect is no driver
     ]
     return RiskScore(
         partner_id=snap.partner_id, name=snap.name,

@@ -216,14 +216,20 @@ def explain(partner: Annotated[int, typer.Argument(help="Customer (res.partner) 
         console.print("\n[bold]Unknown[/] (missing, so no effect unless the model learnt what missing means):")
         for d in unknown:
             console.print(f"  ? {d.label}: {snap.sources.get(d.feature, 'missing')}")
-    known = [d for d in result.drivers if not d.missing]
-    if known:
-        console.print("\n[bold]Known[/] (value, and where it came from):")
-        for d in known:
-            console.print(f"  {d.label} = {snap.features.get(d.feature)}: {snap.sources.get(d.feature, 'Odoo')}")
     used = {d.feature for d in result.drivers if d.contribution != 0.0}
-    unused = [k for k, v in snap.features.items()
-              if v is not None and k not in runner.services.model.model.observed and k not in used]
+    known = [d for d in result.drivers if not d.missing]
+    shown = [d for d in known if d.feature in used]
+    unused = [d for d in known if d.feature not in used]
+    if shown:
+        console.print("\n[bold]Known[/] (the value, and where it came from):")
+        for d in shown:
+            console.print(f"  {d.label} = {_show(snap.features.get(d.feature))}: {snap.sources.get(d.feature, 'Odoo')}")
     if unused:
-        console.print("\n[bold]Known but not used[/] (the training data never had them; train on Odoo history "
-                      "with `signoff train risk --source odoo`): " + ", ".join(unused))
+        console.print("\n[bold]Known but not used[/] (no effect: the training data never had them, or the model "
+                      "gives them none; train on Odoo history with `signoff train risk --source odoo`):")
+        for d in unused:
+            console.print(f"  {d.label} = {_show(snap.features.get(d.feature))}: {snap.sources.get(d.feature, 'Odoo')}")
+
+
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
