@@ -1,4 +1,5 @@
-"""A tiny run of every fault kind of the trials (trials/run_trials.py): outages, attacks, worker kills, DB restarts.
+"""A tiny run of every fault kind of the trials (trials/run_trials.py): outages, attacks, worker kills, DB restarts
+(under the CLI and under ``signoff serve``).
 
 The campaign is ``make trials``; here one or two trials of each new kind on the session's model, so CI exercises
 the harness, the fault hooks and the invariants (written once, never without approval, nothing lost, no PII).
@@ -38,11 +39,11 @@ def finished(proc: subprocess.Popen[str], n: int) -> str:
 
 def test_every_fault_kind_keeps_the_promises(model_dir: Path) -> None:
     light = start(model_dir, "odoo_outage,llm_outage,attack", 2, 2)
-    heavy = start(model_dir, "worker_kill,db_restart", 1, 1)
+    heavy = start(model_dir, "worker_kill,db_restart,serve_db_restart", 1, 1)
     out = finished(light, 6)
     assert "odoo_outage 2" in out and "llm_outage 2" in out and "attack 2" in out, out
     assert "llm_failed_closed_with_reason 2" in out, out  # the LLM failures went to a human with the reason
     assert "checked_sinks 2" in out, out  # both attacks' PII was looked for in every sink
-    out = finished(heavy, 2)
-    assert "worker_kill 1" in out and "db_restart 1" in out, out
-    assert "faults:    db_restart_" in out and "worker_kill_" in out, out
+    out = finished(heavy, 3)
+    assert "worker_kill 1" in out and "db_restart 1" in out and "serve_db_restart 1" in out, out
+    assert "faults:    db_restart_" in out and "worker_kill_" in out and "serve_db_restart_" in out, out
