@@ -3,10 +3,12 @@
 Same shape as triage (:mod:`signoff.agents.triage`): read tools only (:mod:`signoff.tools.accounts`),
 proposals through the guardrails, ``interrupt()`` at the gate until a human decides, the executor as
 the only writer. One durable run per account **per renewal cycle**: thread
-``account:<db>:<partner id>:<cycle>``, where ``<cycle>`` is the ISO date the subscription's current term
-ends (:attr:`signoff.tools.accounts.AccountSnapshot.term_end`: Odoo's ``next_invoice_date`` rolled
-forward by the plan's billing period, or an earlier fixed ``end_date``), or, when the term is unknown,
-the scoring period: the calendar month ``YYYY-MM``. Running an account again in the same cycle is a
+``account:<db>:<partner id>:<cycle>``, where ``<cycle>`` is the month (``YYYY-MM``) the subscription's
+current term ends (:attr:`signoff.tools.accounts.AccountSnapshot.term_end`: Odoo's ``next_invoice_date``
+rolled forward by the plan's billing period, or an earlier fixed ``end_date``), or, when the term is
+unknown, the scoring period: the calendar month. Before proposing, an action the account already has
+pending (any cycle), or had rejected within ``risk.cooldown_days``, is skipped with the reason.
+Running an account again in the same cycle is a
 ``duplicate`` (a fresh score, nothing proposed); once the term has rolled over, the next run is a new
 run with its own proposals. :func:`cycle_for` and :func:`parse_thread` are the only places that know
 this shape; every user routes on the ``account:`` prefix alone. (Runs started before cycles existed keep

@@ -113,7 +113,7 @@ def score(
     """Score accounts, ranked by churn probability, and propose follow-ups / retention offers for approval.
 
     Each account runs once per renewal cycle (thread account:<db>:<id>:<cycle>, the cycle being the
-    date its subscription's current term ends, else the month): scoring it again in the same cycle
+    month its subscription's current term ends, else the current month): scoring it again in the same cycle
     shows a fresh score and proposes nothing new; after the term rolls over it runs, and may propose,
     again. Proposals wait in `signoff approvals list`; retention offers go to the approver tier their
     amount picks (policy `tiers`). An action the account already has pending (from any cycle), or had
