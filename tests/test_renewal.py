@@ -348,6 +348,8 @@ def test_edit_merges_over_the_proposal_and_checks_currency_deadline_and_tier(
     rt: Runtime, runner: RenewalRunner, risk_settings: Settings, odoo_standin: OdooStandIn
 ) -> None:
     """An edit changes only the keys given (CLI, REST, inbox, Slack all go through Approvals.check_edit)."""
+    import json
+
     glob = partner_id(rt.reader, "Globex Corporation")
     snap = load_account(rt.reader, glob)
     thread = runner.run(glob).thread_id
@@ -372,6 +374,12 @@ def test_edit_merges_over_the_proposal_and_checks_currency_deadline_and_tier(
         with pytest.raises(InvalidDecision, match=message):
             check(offer, args)
     assert check(offer, {"currency": offer.args["currency"]})["amount"] == offer.args["amount"], "unchanged: fine"
+    # The inbox form and the Slack modal offer only the editable fields (the rest are merged back in).
+    from signoff.integrations.slack import edit_modal
+    from signoff.server.inbox import _edit_fields
+
+    assert [f["name"] for f in _edit_fields(offer)] == ["amount", "deadline", "reason", "owner_uid"]
+    assert json.loads(edit_modal(offer, "C1", "1.0")["private_metadata"])["arg"] == "amount"
     # A lower amount is a lower tier: finance (the higher authority) may still approve it. Through the CLI.
     rt.approvals.decide(Decision(proposal_id=followup.id, verdict="approve", actor="cli:cslead"))
     edited = cli(risk_settings, "approvals", "edit", offer.id[:14], "--as", "cli:finance", "--set", "amount=300",
