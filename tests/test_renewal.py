@@ -414,6 +414,7 @@ def test_cycle_is_stable_and_pending_or_rejected_actions_are_not_proposed_again(
     nxt = runner.run(pid)
     assert nxt.thread_id != first.thread_id and nxt.score is not None
     assert nxt.score.proposal_ids == [] and not rt.store.find(thread_id=nxt.thread_id)
+    assert nxt.score.outcome == "skipped", "a skipped repeat is not a case for a human"
     text = " | ".join(nxt.score.reasons)
     assert "account.csm_followup not proposed again" in text and "still pending" in text
     assert "account.retention_offer not proposed again" in text and "too generous" in text and "cooldown" in text

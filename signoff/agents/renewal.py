@@ -310,6 +310,7 @@ def decide(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskStat
                                         offer, f"{why}; offer {amount:,.2f} {snap.currency}; drivers: {drivers}",
                                         scored, amount))
     ids: list[str] = []
+    for_human = bool(reasons)  # a low confidence: a human looks at the account; a skipped repeat is no such case
     for proposal in wanted:
         blocked = _blocked_by(svc, snap.partner_id, thread, proposal.action)
         if blocked:
@@ -324,7 +325,7 @@ def decide(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskStat
                               "approvers": stored.approver_group, "policy": policy.label,
                               "risk_model": stored.model_version}, thread_id=thread)
     outcome: Literal["proposed", "needs_human", "skipped", "churned"] = (
-        "churned" if snap.churned else "proposed" if ids else "needs_human" if reasons else "skipped"
+        "churned" if snap.churned else "proposed" if ids else "needs_human" if for_human else "skipped"
     )
     scored = scored.model_copy(update={"outcome": outcome, "reasons": reasons, "proposal_ids": ids})
     svc.audit.append("risk.decided", thread, AGENT,
