@@ -68,7 +68,7 @@ SCENARIOS = {"approve": 2, "double": 2, "concurrent": 3, "slack_retry": 2, "reje
 #: Fault kinds and their weights: ``race`` is one of the scenarios above; the others live in outages.py,
 #: attacks.py, worker_kill.py and pg_restart.py (next to this file).
 KINDS = {"race": 10, "odoo_outage": 2, "llm_outage": 2, "attack": 4, "worker_kill": 2, "db_restart": 1,
-         "serve_db_restart": 1}
+         "serve_db_restart": 1, "pg_worker_kill": 1}
 
 
 # --- the stack --------------------------------------------------------------------------------------
@@ -172,7 +172,7 @@ class Stack:
         return proc.returncode, out + err
 
     def stop(self) -> None:
-        for name in ("worker", "pg_worker", "fake_llm"):
+        for name in ("worker", "pg_worker", "pg_worker2", "fake_llm"):
             if name in self.extras:
                 self.extras.pop(name).stop()
         self.http.close()
@@ -314,15 +314,18 @@ class Trial:
             self.stack.extras["worker"] = worker
         return self.stack.extras["worker"]
 
-    def pg_worker(self) -> Any:
-        """A ``signoff serve`` process on the private Postgres cluster (its own data dir)."""
+    def pg_worker(self, *, second: bool = False) -> Any:
+        """A ``signoff serve`` process on the private Postgres cluster (its own data dir); ``second``: another
+        one on the same database."""
         from worker_kill import Worker
 
-        if self.stack.extras.get("pg_worker") is None:
-            worker = Worker(self.stack, self.stack.work, name="pg-worker", database_url=self.pg().cluster.url)
+        name = "pg_worker2" if second else "pg_worker"
+        if self.stack.extras.get(name) is None:
+            worker = Worker(self.stack, self.stack.work, name=name.replace("_", "-"),
+                            database_url=self.pg().cluster.url)
             worker.start()
-            self.stack.extras["pg_worker"] = worker
-        return self.stack.extras["pg_worker"]
+            self.stack.extras[name] = worker
+        return self.stack.extras[name]
 
     def pg(self) -> Any:
         from pg_restart import PgSide
@@ -677,7 +680,7 @@ def check(stack: Stack, tally: Tally) -> tuple[dict[str, int], list[str]]:
         "odoo_writes": writes_total, "audit_events": audit_events,
         "reconciled_after_crash": reconciled,
         "kills": sum(n for k, n in tally.kills.items() if k in ("before_write", "after_write", "sigkill")
-                     or (k.startswith("worker_") and not k.endswith(("not_reached", "before_decision")))),
+                     or (k.startswith(("worker_", "pg_worker_")) and not k.endswith(("not_reached", "before_decision")))),
         "db_restarts": tally.kills["db_restart"],
         "duplicate_triage_events": tally.duplicate_triage, "slack_retries": tally.slack_retries,
         "no_proposal_tickets": tally.no_proposals, "run_failed_events": kinds["run.failed"],
@@ -721,6 +724,10 @@ def run_one(kind: str, stack: Stack, rng: random.Random, tally: Tally, scenarios
         from pg_restart import serve_db_restart
 
         serve_db_restart(trial, tid)
+    elif kind == "pg_worker_kill":
+        from worker_kill import pg_worker_kill
+
+        pg_worker_kill(trial, tid)
     else:
         raise ValueError(f"unknown kind {kind!r}")
     return trial.scenario
@@ -728,7 +735,7 @@ def run_one(kind: str, stack: Stack, rng: random.Random, tally: Tally, scenarios
 
 def finish_extras(stack: Stack, tally: Tally) -> None:
     """A last restart of every other backend: nothing should be left to do."""
-    for name in ("worker", "pg_worker"):
+    for name in ("worker", "pg_worker", "pg_worker2"):
         worker = stack.extras.get(name)
         if worker is None:
             continue

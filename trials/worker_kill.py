@@ -269,3 +269,95 @@ def worker_kill(trial: Trial, tid: int) -> None:
         tally.stuck.append(f"{thread} ({trial.scenario}) on the worker: {worker.states(thread)}")
         tally.problems.append(f"{thread}: decided proposals not finished by the sweep after a worker restart")
     tally.outcomes["worker_restarts"] += 1
+
+
+PG_POINTS = ("triage", "decide", "after_write")
+
+
+def pg_worker_kill(trial: Trial, tid: int) -> None:
+    """Two ``signoff serve`` workers on the private Postgres; the one doing the work is SIGKILLed and the other
+    one (its sweep, or the next event sent to it) must finish the run: written once, nothing lost."""
+    import threading
+
+    from run_trials import APPROVERS, wait_for
+
+    rng, tally = trial.rng, trial.tally
+    side = trial.pg()
+    a, b = trial.pg_worker(), trial.pg_worker(second=True)
+    point = rng.choice(PG_POINTS)
+    trial.scenario = f"pg_worker_kill_{point}"
+    tally.faults[trial.scenario] += 1
+    thread = f"ticket:{trial.stack.settings.odoo_db}:{tid}"
+    side.threads.append(thread)
+    if point == "after_write":
+        a.kill()
+        a.start(fault="after_write")
+    a.webhook(tid)
+    if point == "triage":
+        time.sleep(rng.uniform(0.0, 1.5))
+        tally.kills["pg_worker_sigkill"] += 1
+        a.kill()
+        if b.run_status(thread) in ("none", "stopped"):  # the next event goes to the other worker
+            tally.outcomes["pg_worker_triage_killed_mid_run"] += 1
+            if b.webhook(tid).json().get("status") != "accepted" or \
+                    wait_run(b, thread, timeout=60, allow=("none",)) in ("none", "stopped"):
+                if b.age_claim(thread):
+                    tally.outcomes["pg_worker_run_waited_for_stale_claim"] += 1
+                b.webhook(tid)
+    # Only the worker running it knows a run is in flight (to the other one it looks "stopped" mid-way).
+    wait_run(b if a.proc is None else a, thread, timeout=90)
+    if a.proc is not None:
+        wait_for(lambda: a.run_status(thread) in ("paused", "done"), 60, f"{thread} on the first worker")
+    ids = list(b.states(thread))
+    if not ids:
+        tally.no_proposals += 1
+        if a.proc is None:
+            a.start()
+        return
+    *first, last = ids
+    for pid in first:
+        b.api("POST", f"/api/proposals/{pid}/decision", json={
+            "verdict": "reject" if rng.random() < 0.2 else "approve", "actor": rng.choice(APPROVERS),
+            "reason": "trial"})
+    if point == "triage":
+        b.api("POST", f"/api/proposals/{last}/decision", json={"verdict": "approve", "actor": "cli:lead"})
+    else:
+        def send() -> None:
+            try:
+                a.api("POST", f"/api/proposals/{last}/decision", json={"verdict": "approve", "actor": "cli:lead"},
+                      timeout=30)
+            except httpx.HTTPError:
+                pass  # the worker died under the request
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        if point == "decide":
+            time.sleep(rng.uniform(0.0, 0.6))
+            tally.kills["pg_worker_sigkill"] += 1
+            a.kill()
+        else:
+            rc = a.wait_exit(15)
+            tally.kills["pg_worker_after_write" if rc == 137 else "pg_worker_after_write_not_reached"] += 1
+            if rc is None:
+                a.kill()
+        sender.join(30)
+        if b.states(thread).get(last) == "pending":
+            tally.kills["pg_worker_sigkill_before_decision"] += 1
+            b.api("POST", f"/api/proposals/{last}/decision", json={"verdict": "approve", "actor": "cli:lead"})
+
+    def settled() -> bool:
+        return not any(s in ("approved", "executing") for s in b.states(thread).values())
+
+    try:  # the other worker's sweep finishes the run (after the stale bound, or the dead worker's claim)
+        try:
+            wait_for(settled, STALE + 8, f"{thread} to settle on the other worker")
+        except TimeoutError:
+            if not b.age_claim(thread):
+                raise
+            tally.outcomes["pg_worker_resume_waited_for_stale_claim"] += 1
+            wait_for(settled, STALE + 20, f"{thread} to settle on the other worker")
+    except TimeoutError:
+        tally.problems.append(f"{thread}: the surviving worker did not finish the run: {b.states(thread)}")
+    tally.outcomes["pg_worker_kill_trials_finished"] += 1
+    if a.proc is None:
+        a.start()
