@@ -138,6 +138,20 @@ def test_duration_and_date_normalisation() -> None:
     assert find_governing_law("governed by the laws of the State of New York")[0] == "New York"  # type: ignore[index]
 
 
+def test_span_candidates_for_parties_and_dates() -> None:
+    from signoff.tools.contracts import date_candidates, party_candidates
+
+    found = {CONTRACT[s:e]: kind for kind, s, e in party_candidates(CONTRACT, chunk_text(CONTRACT))}
+    assert found.get("Acme Software, Inc.") == "entity" and found.get("Globex Corporation") == "entity"
+    assert found.get("Provider") == "quoted" and found.get("Customer") == "quoted"
+    text = ("made this 20t h day of January, 2020 by SIEMENS AKTIENGESELLSCHAFT; this ____ day of ________, 2000; "
+            "signed 3-14-18 and [•], 2020; on October 1, 2019")
+    dates = {text[s:e] for _k, s, e in date_candidates(text)}
+    assert {"20t h day of January, 2020", "this ____ day of ________, 2000", "3-14-18", "[•], 2020",
+            "October 1, 2019"} <= dates
+    assert "SIEMENS AKTIENGESELLSCHAFT" in {text[s:e] for _k, s, e in party_candidates(text)}
+
+
 def test_terms_deadline_and_deviations() -> None:
     c = analyse(_source(), KeywordModel(), load_clause_policy(), today=date(2024, 1, 1))  # type: ignore[arg-type]
     t = {x.key: x for x in c.terms}
@@ -313,6 +327,12 @@ def test_clause_model_fits_calibrates_saves_and_loads(tmp_path: Path, small_fit:
     assert "governed by" in best.text  # even three contracts teach "governed by"
     ev = loaded.evidence(vecs[best.index], "Governing Law", k=1)
     assert ev and ev[0]["contract"] in {r.id for r in small}
+    # the span ranker (second stage) is saved and loaded with the model; its candidates index the text
+    assert model.ranker is not None and loaded.ranker is not None
+    assert loaded.ranker.use == model.ranker.use and loaded.ranker.thresholds == model.ranker.thresholds
+    cands = loaded.candidates(CONTRACT, chunks, proba)
+    assert set(cands) == set(CATEGORIES)
+    assert all(0 <= c.start < c.end <= len(CONTRACT) and 0.0 <= c.score <= 1.0 for v in cands.values() for c in v)
 
 
 def test_legal_review_decided_in_odoo_by_the_legal_member(settings: Settings, odoo_standin: Any,

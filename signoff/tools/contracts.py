@@ -421,9 +421,13 @@ _NAME_WORD = rf"(?:{_CAP}|\d[\w\-]*|of|de|du|la|del|der|und|&|and)"
 _ENTITY_ANY = re.compile(rf"(?<![\w]){_CAP}(?:,?\s+{_NAME_WORD}){{0,7}}?,?\s+{_SUFFIX}"
                          r"(?:,?\s*(?:Inc|Ltd|LTD|INC|Co|Limited)\.?)?(?![\w])")
 _LEAD = re.compile(r"(?:(?:By|and|And|Between|between|Among|among|This|The|THE|THIS|Agreement|AGREEMENT|BETWEEN|AND|"
-                   r"BY|AMONG|with|WITH)\s+)+")
+                   r"BY|AMONG|with|WITH|RECITALS|Recitals|WHEREAS|Whereas|NOW|If|INC\.|Inc\.|LLC|Agreement,|To|From|"
+                   r"Dear|Source:?|Agreed and Accepted:?|[IVX]{1,4}\.|\d{1,2}\.)\s+)+")
+_CAP_LEAD = re.compile(r"(?:(?:RECITALS|Recitals|WHEREAS|Whereas|NOW|If|AND|BETWEEN|AMONG|BY|INC\.|Inc\.|LLC|"
+                       r"Agreement,|To|From|Dear|Source:?|[IVX]{1,4}\.)\s+)+")
 _QUOTED = re.compile(r"[\"“”ʺ]([A-Za-z0-9][^\"“”ʺ\n]{0,40}?)[\"“”ʺ]")
-_CAPSEQ = re.compile(rf"(?<![\w\"“])((?:The\s+|THE\s+)?{_CAP}(?:\s+(?:(?:of|de|for|and|&)\s+)?{_CAP}){{0,5}})")
+_CAPSEQ = re.compile(rf"(?<![\w\"“])((?:The[ \t]+|THE[ \t]+)?{_CAP}"
+                     rf"(?:[ \t]+(?:(?:of|de|for|and|&)[ \t]+)?{_CAP}){{0,5}})")
 _PAREN = re.compile(r"\([^()]{3,160}\)")
 _PARTY_DEF = re.compile(r"[\"“ʺ]?Part(?:y|ies)[\"”ʺ]?")
 _CAPSEQ_STOP = {"This", "THIS", "The", "THE", "Agreement", "AGREEMENT", "WHEREAS", "NOW", "THEREFORE", "In", "IN",
@@ -453,9 +457,13 @@ def party_candidates(text: str, chunks: list[Chunk] | None = None) -> list[tuple
         for m in _QUOTED.finditer(seg):
             out.append(("quoted", lo + m.start(1), lo + m.end(1)))
         for m in _CAPSEQ.finditer(seg):
-            if m.group(1) in _CAPSEQ_STOP or len(m.group(1)) < 2:
+            s = m.start(1)
+            lead = _CAP_LEAD.match(m.group(1))
+            if lead:
+                s += lead.end()
+            if seg[s:m.end(1)] in _CAPSEQ_STOP or m.end(1) - s < 2:
                 continue
-            out.append(("capseq", lo + m.start(1), lo + m.end(1)))
+            out.append(("capseq", lo + s, lo + m.end(1)))
         for m in _PAREN.finditer(seg):
             if re.search(r"[\"“ʺ]", m.group(0)):
                 out.append(("paren", lo + m.start(), lo + m.end()))
