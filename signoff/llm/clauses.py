@@ -14,8 +14,32 @@ One logistic regression per category over all three, then Platt scaling fitted o
 chunk is (most of) an expert-labelled clause of that category. A per-category threshold maximising
 out-of-fold F1 ships with the model; the clause policy may override it.
 
-Artefact (``save(dir)``): ``dir/LATEST`` and ``dir/<version>/{manifest.json, model.joblib, chroma/}``;
-``<version>`` = ``cm1-<data sha[:12]>-<embedder version>``.
+Second stage (:class:`SpanRanker`, fitted with the model): CUAD labels parties and dates as short
+values ("Acme Corp.", "Company", "June 8, 2010") that a sentence-sized chunk never matches at word
+Jaccard >= 0.5, so for Parties, Agreement Date and Effective Date the candidates are pattern spans in
+the preamble / signature area (``party_candidates`` / ``date_candidates`` in
+:mod:`signoff.tools.contracts`) plus the best chunks, scored by gradient-boosted heads over span
+features and the chunk model's out-of-fold scores, Platt-scaled, with a span-F1 threshold. Every other
+category gets the same second stage over its best chunks (keyword counts, the other categories'
+scores, position), and keeps it only if it beat the plain chunk ranking out of fold on cuad_dev.
+
+Artefact (``save(dir)``): ``dir/LATEST`` and ``dir/<version>/{manifest.json, model.joblib, chroma/}``
+(``chroma/`` only without ``SIGNOFF_CHROMA_URL``); ``<version>`` = ``cm1-<data sha[:12]>-<embedder version>``.
+
+Public API (kept stable; the evals and the agent use it):
+
+* ``CATEGORIES``; ``load_cuad(path, *, limit=None, ids=None) -> list[LabelledContract]``;
+  ``chunk_labels(chunks, contract) -> ndarray``;
+* ``ClauseModel(*, embedder=None, c=2.0, folds=3, cache_dir=None, chroma_url=None, span_ranker=True)``:
+  ``fit(contracts, *, progress=None)``, ``score(text, chunks=None) -> (chunks, proba, vectors)``,
+  ``candidates(text, chunks, proba, *, top=20)`` (with its ranker), ``evidence(vector, category, k=2)``,
+  ``save(directory)``, ``ClauseModel.load(directory, *, embedder=None, cache_dir=None, chroma_url=None)``;
+  attributes ``thresholds``, ``version``, ``categories``, ``ranker``, ``metrics``;
+* ``candidates(text, chunks, proba, *, top=20, categories=CATEGORIES, ranker=None) ->
+  dict[category, list[Candidate]]`` (pass ``ranker=model.ranker`` for the model's second stage;
+  without it, the first-stage candidates);
+* ``Candidate(category, start, end, score, chunk)``; ``SpanRanker``; ``ExampleStore``;
+  ``collection_name(version)``.
 """
 
 from __future__ import annotations
