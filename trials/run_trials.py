@@ -680,7 +680,8 @@ def check(stack: Stack, tally: Tally) -> tuple[dict[str, int], list[str]]:
         "odoo_writes": writes_total, "audit_events": audit_events,
         "reconciled_after_crash": reconciled,
         "kills": sum(n for k, n in tally.kills.items() if k in ("before_write", "after_write", "sigkill")
-                     or (k.startswith(("worker_", "pg_worker_")) and not k.endswith(("not_reached", "before_decision")))),
+                     or (k.startswith(("worker_", "pg_worker_"))
+                         and not k.endswith(("not_reached", "before_decision")))),
         "db_restarts": tally.kills["db_restart"],
         "duplicate_triage_events": tally.duplicate_triage, "slack_retries": tally.slack_retries,
         "no_proposal_tickets": tally.no_proposals, "run_failed_events": kinds["run.failed"],
