@@ -188,6 +188,11 @@ def test_model_version_hashes_the_options_and_corrupt_artefacts_say_retrain(
                 RiskModel.fit(fd[::3], yd[::3], method="isotonic").version,
                 RiskModel.fit(fd[::3], yd[::3], seed=1).version}
     assert len(versions) == 4, "C, calibration and the split are part of the version"
+    from signoff.agents.risk_cli import train_risk
+    from signoff.errors import DataError
+
+    with pytest.raises(DataError, match="--c must be a positive number"):
+        train_risk(Settings(_env_file=None), c=0.0)  # type: ignore[call-arg]
     held = base.manifest["heldout"]
     assert "not fitted on" not in held["measured_on"] and "other half" in held["measured_on"]
     assert 0 <= held["ece_after"] < 0.1

@@ -43,6 +43,8 @@ def train_risk(settings: Settings, source: str = "telco", calibration: str = "si
 
     if calibration not in ("sigmoid", "isotonic"):
         raise DataError(f"--calibration must be sigmoid or isotonic, not {calibration!r}")
+    if not (0 < c < float("inf")):
+        raise DataError(f"--c must be a positive number, not {c!r}")
     if source == "telco":
         dev, _test = telco_paths(settings.public_data_dir)
         _ids, feats, labels = read_telco(dev)
