@@ -651,3 +651,13 @@ def test_server_starts_one_renewal_run_per_cycle_and_shows_it(
     again = live.http.post(live.url + "/runs", json=body, headers=auth)
     assert again.status_code == 200 and again.json()["status"] == "duplicate" and again.json()["thread_id"] == thread
     assert len(live.svc.rt.store.find()) == len(view["proposals"]), "the same cycle proposes nothing new"
+    # A REST edit changes only the key given (Approvals.check_edit merges it over the proposal's args).
+    offer = next(p for p in live.svc.rt.store.find(thread_id=thread) if p.action == "account.retention_offer")
+    deadline = (date.today() + timedelta(days=3)).isoformat()
+    refused = live.api("POST", f"/api/proposals/{offer.id}/decision",
+                       json={"verdict": "edit", "actor": "cli:cslead", "args": {"currency": "EUR"}})
+    assert refused.status_code == 422 and "currency cannot be edited" in refused.text, refused.text
+    edited = live.api("POST", f"/api/proposals/{offer.id}/decision",
+                      json={"verdict": "edit", "actor": "cli:cslead", "args": {"deadline": deadline}})
+    assert edited.status_code == 200, edited.text
+    assert live.svc.rt.store.get(offer.id).effective_args == {**offer.args, "deadline": deadline}
