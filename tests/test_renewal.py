@@ -225,6 +225,46 @@ def test_scores_rank_and_explain_odoo_accounts(runner: RenewalRunner) -> None:
     assert any(d.feature == "product_line" and d.contribution == 0 and d.missing for d in result.drivers)
 
 
+def test_contract_terms_from_the_contracts_agent_become_risk_features(
+    rt: Runtime, runner: RenewalRunner, odoo_writer: Any, risk_settings: Settings
+) -> None:
+    """The contracts agent analyses a subscription's contract in Odoo; the renewal agent then reads the notice
+    deadline and the auto-renewal it found, names where they came from, and other accounts stay missing."""
+    import base64
+
+    from test_contracts import CONTRACT, KeywordModel
+
+    from signoff.agents.contracts import contract_runner
+
+    svc = runner.services
+    acme = partner_id(rt.reader, "Acme Corp")
+    before = svc.account(acme)
+    assert before.features["notice_days_left"] is None and before.features["auto_renew"] is None
+    assert "no contract of sale.order" in before.sources["notice_days_left"]
+    att = odoo_writer.create("ir.attachment", {
+        "name": "acme-msa.txt", "res_model": "sale.order", "res_id": before.subscription_id,
+        "mimetype": "text/plain", "datas": base64.b64encode(CONTRACT.encode()).decode()})
+    today = date.today()
+    with contract_runner(rt, model=KeywordModel(), today=today) as contracts:
+        _status, summary = contracts.run(att)
+    assert summary is not None and summary.notice_deadline is not None
+    deadline = date.fromisoformat(summary.notice_deadline)  # rolled forward by the yearly auto-renewal
+    assert today <= deadline <= today + timedelta(days=366)
+
+    after = svc.account(acme)
+    assert after.features["notice_days_left"] == float((deadline - today).days)
+    assert after.features["auto_renew"] == 1.0
+    assert "acme-msa.txt" in after.sources["auto_renew"] and deadline.isoformat() in after.sources["notice_days_left"]
+    other = svc.account(partner_id(rt.reader, "Initech"))
+    assert other.features["auto_renew"] is None and other.sources["auto_renew"].startswith("missing")
+    # The renewal run reads them too (its load step), and `risk explain` names the source.
+    run = runner.run(acme)
+    assert run.score is not None and "notice_days_left" not in run.score.missing
+    explained = cli(risk_settings, "risk", "explain", str(acme))
+    assert explained.returncode == 0, explained.stderr
+    assert "acme-msa.txt" in explained.stdout.replace("\n", "")
+
+
 # --- the graph, approvals and the executor ---------------------------------------------------------
 
 

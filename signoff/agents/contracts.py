@@ -49,6 +49,7 @@ from signoff.guardrails.store import ApprovalStore
 from signoff.integrations.odoo import OdooReader
 from signoff.llm.clause_llm import LLMSpanPicker
 from signoff.llm.clauses import CATEGORIES, Candidate, ClauseModel, candidates
+from signoff.tools.contract_terms import ContractTermsStore
 from signoff.tools.contracts import (
     ContractSource,
     Duration,
@@ -479,6 +480,8 @@ class ContractServices:
     today: date | None = None
     llm: LLMSpanPicker | None = None
     """The LLM path (``SIGNOFF_LLM_BACKEND=openai``); None: the embedded model decides."""
+    terms: ContractTermsStore | None = None
+    """Where the renewal terms of an analysed Odoo contract are kept for the renewal-risk agent."""
 
 
 class ContractState(TypedDict, total=False):
@@ -547,6 +550,8 @@ def analyse_node(state: ContractState, runtime: Runtime[ContractServices]) -> Co
                                   "rejected": [t.key for t in summary.terms for e in t.evidence
                                                if e.get("llm", {}).get("status") == "rejected"]}}
                          if llm_usage else {})}, thread_id=source.thread_id)
+    if svc.terms is not None:
+        svc.terms.record(summary)  # a file (no Odoo record) is not kept
     return {"contract": summary.model_dump(mode="json")}
 
 
@@ -812,7 +817,7 @@ def contract_runner(rt: Any, *, model: Any = None, today: date | None = None,
     services = ContractServices(
         settings=settings, reader=rt.reader, model=model or LazyClauseModel(settings), policy=rt.policy,
         clause_policy=clause_policy_for(settings), store=rt.store, audit=rt.audit, executor=rt.executor,
-        db=settings.odoo_db, today=today, llm=llm,
+        db=settings.odoo_db, today=today, llm=llm, terms=ContractTermsStore(rt.statedb),
     )
     with _checkpointer_for(rt, checkpoint_path(settings)) as checkpointer:
         yield ContractRunner(services, checkpointer)

@@ -57,6 +57,7 @@ from signoff.guardrails.policy import Policy, parse_duration
 from signoff.guardrails.store import ApprovalStore
 from signoff.integrations.odoo import OdooReader
 from signoff.tools.accounts import AccountSnapshot, load_account
+from signoff.tools.contract_terms import ContractTermsStore
 
 log = logging.getLogger(__name__)
 AGENT = "agent:renewal"
@@ -100,9 +101,15 @@ class RenewalServices:
     db: str = "signoff"
     today: date | None = None
     """Fixed "today" for tests; None = the real date."""
+    terms: ContractTermsStore | None = None
+    """What the contracts agent read from the subscriptions' contracts (notice deadline, auto-renewal)."""
 
     def day(self) -> date:
         return self.today or date.today()
+
+    def account(self, partner_id: int) -> AccountSnapshot:
+        """The account's features from Odoo and from its analysed contract (:func:`load_account`)."""
+        return load_account(self.reader, partner_id, today=self.day(), contract_terms=self.terms, db=self.db)
 
     def thread_for(self, partner_id: int, cycle: str | None = None) -> str:
         """The account's thread for ``cycle``; None = the current cycle (reads the account from Odoo)."""
@@ -113,7 +120,7 @@ class RenewalServices:
     def current_cycle(self, partner_id: int) -> str:
         """The account's renewal cycle today; the scoring period if the account cannot be read."""
         try:
-            return cycle_for(load_account(self.reader, partner_id, today=self.day()), self.day())
+            return cycle_for(self.account(partner_id), self.day())
         except SignoffError:
             return scoring_period(self.day())
 
@@ -172,7 +179,7 @@ def risk_score(svc: RenewalServices, snap: AccountSnapshot, result: RiskResult, 
 
 def assess(svc: RenewalServices, partner_id: int) -> tuple[AccountSnapshot, RiskScore, RiskResult]:
     """Read and score one account, nothing else (``signoff risk explain``, duplicate runs)."""
-    snap = load_account(svc.reader, partner_id, today=svc.day())
+    snap = svc.account(partner_id)
     result = svc.model.model.score([snap.features])[0]
     return snap, risk_score(svc, snap, result), result
 
@@ -188,8 +195,7 @@ def _thread(state: RiskState, svc: RenewalServices, snap: AccountSnapshot) -> st
 def load(state: RiskState, runtime: GraphRuntime[RenewalServices]) -> RiskState:
     svc = runtime.context
     given = state.get("account")  # the runner read it to find the cycle: not read twice
-    snap = AccountSnapshot.from_json(given) if given else load_account(svc.reader, state["partner_id"],
-                                                                       today=svc.day())
+    snap = AccountSnapshot.from_json(given) if given else svc.account(state["partner_id"])
     thread = _thread(state, svc, snap)
     svc.audit.append("account.loaded", thread, AGENT,
                      {"partner": snap.partner_id, "subscription": snap.subscription_id,
@@ -402,7 +408,7 @@ class RenewalRunner:
         svc = self.services
         snap: AccountSnapshot | None = None
         try:
-            snap = load_account(svc.reader, partner_id, today=svc.day())
+            snap = svc.account(partner_id)
         except OdooMissingError:
             thread_id = svc.thread_for(partner_id, cycle or scoring_period(svc.day()))
             svc.audit.append("run.failed", thread_id, AGENT, {"error": f"no partner {partner_id}"}, thread_id=thread_id)
@@ -420,7 +426,7 @@ class RenewalRunner:
             values, paused, stopped = self.status(thread_id)
             if values and not stopped:
                 if snap is None:
-                    snap = load_account(svc.reader, partner_id, today=svc.day())
+                    snap = svc.account(partner_id)
                 fresh = risk_score(svc, snap, svc.model.model.score([snap.features])[0], thread_id=thread_id)
                 before = RiskScore.model_validate(values["score"]) if values.get("score") else None
                 fresh = fresh.model_copy(update={
@@ -474,6 +480,7 @@ def renewal_runner(rt: Any, *, today: date | None = None) -> Iterator[RenewalRun
     services = RenewalServices(
         settings=settings, reader=rt.reader, model=LazyRiskModel(lambda: RiskModel.load(risk_model_dir(settings))),
         policy=rt.policy, store=rt.store, audit=rt.audit, executor=rt.executor, db=settings.odoo_db, today=today,
+        terms=ContractTermsStore(rt.statedb),
     )
     with _checkpointer_for(rt, checkpoint_path(settings)) as checkpointer:
         yield RenewalRunner(services, checkpointer)

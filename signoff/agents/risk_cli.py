@@ -50,12 +50,15 @@ def train_risk(settings: Settings, source: str = "telco", calibration: str = "si
         _ids, feats, labels = read_telco(dev)
         origin = f"telco:{dev.name}"
     elif source == "odoo":
+        from signoff.guardrails.statedb import statedb_for
         from signoff.integrations.odoo import connect_reader
         from signoff.sandbox.embedded import odoo_for
         from signoff.tools.accounts import odoo_labelled_history
+        from signoff.tools.contract_terms import ContractTermsStore
 
-        with odoo_for(settings) as live:
-            feats, labels = odoo_labelled_history(connect_reader(live))
+        with odoo_for(settings) as live, statedb_for(settings) as statedb:
+            feats, labels = odoo_labelled_history(connect_reader(live), contract_terms=ContractTermsStore(statedb),
+                                                  db=settings.odoo_db)
         origin = f"odoo:{settings.odoo_db}"
     else:
         raise DataError(f"--source must be telco or odoo, not {source!r}")
@@ -186,13 +189,11 @@ def explain(partner: Annotated[int, typer.Argument(help="Customer (res.partner) 
     from signoff.agents.renewal import NO_SUBSCRIPTION, assess, renewal_runner
     from signoff.agents.services import open_runtime
     from signoff.errors import OdooMissingError
-    from signoff.tools.accounts import load_account
-
     check_partner_id(partner)
     settings = _settings()
     try:
         with open_runtime(settings) as rt, renewal_runner(rt) as runner:
-            account = load_account(runner.services.reader, partner, today=runner.services.day())
+            account = runner.services.account(partner)
             if account.subscription_id is None:
                 console.print(f"{account.name} (partner {partner}): {NO_SUBSCRIPTION}")
                 return

@@ -45,8 +45,14 @@ tickets_90d                num     ``helpdesk.ticket`` of the company or its    
 high_priority_tickets_90d  num     of those, ``priority`` 2 (high) or 3 (urgent)    missing
 unresolved_tickets         num     open tickets (stage not closed), any age          missing
 complaints_90d             num     of the 90-day tickets, category ``complaint``    missing
-notice_days_left           num     missing (contracts agent not built yet)          missing
-auto_renew                 bool    missing (contracts agent not built yet)          missing
+notice_days_left           num     the notice deadline the contracts agent read      missing
+                                   from the subscription's contract (expiration
+                                   minus notice period) minus today, days
+                                   (negative: passed); missing until a contract
+                                   attached to the ``sale.order`` is analysed
+auto_renew                 bool    the contract's renewal clause: auto-renews (1)   missing
+                                   or not (0); missing when the agent did not
+                                   find the clause (never guessed)
 =========================  ======  ===============================================  =============================
 
 Telco's demographics (gender, SeniorCitizen, Partner, Dependents), ``PhoneService`` and ``TotalCharges``
@@ -69,6 +75,7 @@ from typing import Any, Literal
 
 from signoff.errors import DataError, OdooError, OdooMissingError
 from signoff.integrations.odoo import OdooReader
+from signoff.tools.contract_terms import ContractTermsStore
 
 FeatureValue = float | str | None
 Features = dict[str, FeatureValue]
@@ -255,8 +262,10 @@ def account_partner_ids(reader: OdooReader) -> list[int]:
     return list(seen)
 
 
-def load_account(reader: OdooReader, partner_id: int, *, today: date | None = None) -> AccountSnapshot:
-    """The account's features from Odoo (see the module docstring for the mapping)."""
+def load_account(reader: OdooReader, partner_id: int, *, today: date | None = None,
+                 contract_terms: ContractTermsStore | None = None, db: str = "signoff") -> AccountSnapshot:
+    """The account's features from Odoo (see the module docstring for the mapping); the contract features
+    from ``contract_terms`` (what the contracts agent read for Odoo database ``db``) when given."""
     today = today or date.today()
     rows = reader.read("res.partner", [partner_id], ["id", "name", "user_id", "child_ids"])
     if not rows:
@@ -387,18 +396,55 @@ def load_account(reader: OdooReader, partner_id: int, *, today: date | None = No
     for name in ("paperless_billing", "addons_count", "support_plan", "security_addon", "streaming_addons",
                  "product_line"):
         sources[name] = "missing: no Odoo counterpart (a Telco-only feature)"
-    for name in ("notice_days_left", "auto_renew"):
-        sources[name] = "missing: contract terms are not read from Odoo (the contracts agent reads the documents)"
+    _contract_features(snap, contract_terms, db, today)
     return snap
 
 
-def odoo_labelled_history(reader: OdooReader, *, today: date | None = None) -> tuple[list[Features], list[int]]:
-    """Accounts with a subscription, labelled churned (``6_churn``) or not: history for ``--source odoo``."""
+def _contract_features(snap: AccountSnapshot, terms: ContractTermsStore | None, db: str, today: date) -> None:
+    """``notice_days_left`` and ``auto_renew`` from the contract the contracts agent analysed for the
+    subscription (:mod:`signoff.tools.contract_terms`); missing, with the reason, when there is none."""
+    feats, sources = snap.features, snap.sources
+    if terms is None:
+        reason = "missing: not read (no store of the contracts agent's terms given)"
+    elif snap.subscription_id is None:
+        reason = "missing: no subscription to attach a contract to"
+    else:
+        found = terms.latest(db, "sale.order", snap.subscription_id)
+        if found is None:
+            reason = (f"missing: no contract of sale.order {snap.subscription_id} analysed yet "
+                      "(signoff contracts summarise --odoo-id N)")
+        else:
+            where = (f"contracts agent: {found.name} (attachment {found.attachment_id}, "
+                     f"analysed {found.analysed_at[:10]})")
+            if found.notice_deadline is not None:
+                feats["notice_days_left"] = float((found.notice_deadline - today).days)
+                sources["notice_days_left"] = f"{where}, notice deadline {found.notice_deadline.isoformat()}"
+            else:
+                sources["notice_days_left"] = f"missing: {where} found no notice deadline"
+            if found.auto_renewal is not None:
+                feats["auto_renew"] = 1.0 if found.auto_renewal else 0.0
+                sources["auto_renew"] = where
+            else:
+                sources["auto_renew"] = f"missing: {where} found no renewal clause"
+            return
+    for name in ("notice_days_left", "auto_renew"):
+        sources[name] = reason
+
+
+def odoo_labelled_history(reader: OdooReader, *, today: date | None = None,
+                          contract_terms: ContractTermsStore | None = None,
+                          db: str = "signoff") -> tuple[list[Features], list[int]]:
+    """Accounts with a subscription, labelled churned (``6_churn``) or not: history for ``--source odoo``.
+
+    ``auto_renew`` comes from analysed contracts (a lasting property of the contract); ``notice_days_left``
+    is left missing in history, because days left *today* says nothing about a subscription that churned
+    months ago (it would teach the model a leak)."""
     feats, labels = [], []
     for pid in account_partner_ids(reader):
-        snap = load_account(reader, pid, today=today)
+        snap = load_account(reader, pid, today=today, contract_terms=contract_terms, db=db)
         if snap.subscription_state is None:
             continue
+        snap.features["notice_days_left"] = None
         feats.append(snap.features)
         labels.append(1 if snap.churned else 0)
     return feats, labels
