@@ -19,6 +19,8 @@ and other processes can read the call log (:meth:`OdooStandIn.calls` or
 from __future__ import annotations
 
 import json
+import logging
+import sys
 import threading
 import time
 import traceback
@@ -40,6 +42,8 @@ from signoff.sandbox.orm import (
 )
 
 __all__ = ["USERS", "OdooStandIn"]
+
+log = logging.getLogger(__name__)
 
 
 class OdooStandIn:
@@ -264,6 +268,13 @@ class OdooStandIn:
 class _Server(ThreadingHTTPServer):
     request_queue_size = 128  # the default 5 drops bursts of connections (1 s SYN retries)
     daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (timeout, killed process) is normal here, as for a real Odoo: no traceback."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            log.debug("client %s went away", client_address)
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
