@@ -16,7 +16,7 @@ from rich.table import Table
 
 from signoff.config import Settings, get_settings
 from signoff.domain import PRIORITY_NAMES, Decision, Proposal
-from signoff.errors import AlreadyDecided, DataError, SignoffError
+from signoff.errors import AlreadyDecided, ConfigError, DataError, SignoffError
 
 app = typer.Typer(
     name="signoff",
@@ -722,6 +722,9 @@ def main() -> None:
     except (OSError, ValueError, OverflowError) as exc:
         err.print(f"[bold red]error:[/] {exc}")
         raise SystemExit(1) from exc
+    except SignoffError as exc:  # a command that did not catch it itself (e.g. a bad SIGNOFF_DATABASE_URL)
+        err.print(f"[bold red]error:[/] {exc}")
+        raise SystemExit(2 if isinstance(exc, ConfigError) else 1) from exc
 
 
 if __name__ == "__main__":

@@ -170,6 +170,12 @@ def test_terms_deadline_and_deviations() -> None:
     # an expiration long past rolls forward by renewal terms (the contract auto-renewed)
     later = analyse(_source(), KeywordModel(), load_clause_policy(), today=date(2026, 1, 1))  # type: ignore[arg-type]
     assert later.notice_deadline == "2026-12-14"
+    # the term has not ended (expires 2025-03-14) but its notice deadline (2024-12-14) has passed: the
+    # contract will renew, so the next deadline is the next term's, and the summary does not claim a renewal
+    missed = analyse(_source(), KeywordModel(), load_clause_policy(), today=date(2025, 1, 1))  # type: ignore[arg-type]
+    assert missed.notice_deadline == "2025-12-14"
+    text = " ".join(s.text for s in missed.summary)
+    assert "rolled forward 1 renewal term(s) from 2025-03-14" in text and "auto-renewed" not in text, text
     # an allowed jurisdiction and a short notice are not flagged
     ok = analyse(_source(CONTRACT.replace("Texas", "Delaware").replace("ninety (90)", "thirty (30)")),
                  KeywordModel(), load_clause_policy(), today=date(2024, 1, 1))  # type: ignore[arg-type]

@@ -414,6 +414,9 @@ def test_edit_merges_over_the_proposal_and_checks_currency_deadline_and_tier(
         "YYYY-MM-DD": {"deadline": "next week"},
         "needs approver group 'cfo'": {"amount": "9000"},
         "amount must be positive": {"amount": "-1"},
+        "owner_uid must be a user id": {"owner_uid": 5.9},
+        "positive whole number": {"owner_uid": True},
+        "got '-3'": {"owner_uid": "-3"},
     }
     for message, args in refusals.items():
         with pytest.raises(InvalidDecision, match=message):
@@ -697,6 +700,11 @@ def test_server_starts_one_renewal_run_per_cycle_and_shows_it(
     refused = live.api("POST", f"/api/proposals/{offer.id}/decision",
                        json={"verdict": "edit", "actor": "cli:cslead", "args": {"currency": "EUR"}})
     assert refused.status_code == 422 and "currency cannot be edited" in refused.text, refused.text
+    for bad in (5.9, True, "5x"):  # never truncated to a user id and then written
+        refused = live.api("POST", f"/api/proposals/{offer.id}/decision",
+                           json={"verdict": "edit", "actor": "cli:cslead", "args": {"owner_uid": bad}})
+        assert refused.status_code == 422 and "owner_uid must be a user id" in refused.text, refused.text
+    assert live.svc.rt.store.get(offer.id).state == "pending"
     edited = live.api("POST", f"/api/proposals/{offer.id}/decision",
                       json={"verdict": "edit", "actor": "cli:cslead", "args": {"deadline": deadline}})
     assert edited.status_code == 200, edited.text

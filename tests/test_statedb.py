@@ -139,3 +139,28 @@ def test_several_workers_starting_at_once_migrate_without_deadlock(postgres_url:
     for t in threads:
         t.join(timeout=120)
     assert not errors and len(done) == 4, (errors, len(done))
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("notaurl", "not a PostgreSQL connection string"),
+    ("mysql://root@127.0.0.1:3306/test", "not a PostgreSQL connection string"),
+    ("postgresql://postgres:s3cret@127.0.0.1:1/signoff", "Connection refused"),
+    ("postgresql://postgres:s3cret@127.0.0.1:5432/signoff_no_such_db_here", "does not exist"),
+])
+def test_a_bad_database_url_fails_fast_with_its_cause(url: str, says: str, postgres_db: str, tmp_path: Path) -> None:
+    """The CLI and `signoff serve` name the cause within seconds (no 30 s pool timeout, no traceback, no
+    password), and exit 2 (a configuration error)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_")},
+           "SIGNOFF_DATABASE_URL": url, "SIGNOFF_DATA_DIR": str(tmp_path), "NO_PROXY": "127.0.0.1,localhost"}
+    for args in (["approvals", "list"], ["serve", "--port", "0"]):
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "signoff.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert time.monotonic() - started < 25, "no pool timeout"
+        assert done.returncode == 2, (args, done.returncode, done.stderr)
+        assert says in done.stderr and "Traceback" not in done.stderr and "s3cret" not in done.stderr, done.stderr

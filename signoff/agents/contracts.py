@@ -332,8 +332,9 @@ def _terminating_parties(clause: str) -> list[str]:
 def notice_deadline(terms: dict[str, ContractTerm], today: date) -> tuple[date | None, str]:
     """Last day to give notice so the contract does not renew: expiration minus the notice period.
 
-    With auto-renewal and a known renewal term, an expiration in the past rolls forward by renewal
-    terms to the next one (the contract renewed). Returns (deadline or None, how it was computed)."""
+    With auto-renewal and a known renewal term, a notice deadline that has passed rolls forward by
+    renewal terms to the next one that has not (missing it means the contract renews), even while the
+    current term has not ended yet. Returns (deadline or None, how it was computed)."""
     exp, notice, renewal = terms.get("expiration_date"), terms.get("notice_period"), terms.get("renewal_term")
     if not (exp and exp.status == "found" and isinstance(exp.value, dict) and exp.value.get("date")):
         return None, "no expiration date found"
@@ -352,8 +353,9 @@ def notice_deadline(terms: dict[str, ContractTerm], today: date) -> tuple[date |
             rolled += 1
     deadline = d.before(end)
     how = f"term end {end.isoformat()} minus {d.label} notice"
-    if rolled:
-        how += f" (auto-renewed {rolled} time(s) from {exp.value['date']})"
+    if rolled:  # not "renewed": the term may not have ended yet, only its notice deadline has passed
+        how += (f" (rolled forward {rolled} renewal term(s) from {exp.value['date']}: each earlier notice deadline "
+                "has passed, so the contract renews automatically)")
     return deadline, how
 
 

@@ -72,12 +72,13 @@ class ActivityAction:
                 raise InvalidDecision("amount must be positive")
             return round(amount, 2)
         if key == "owner_uid":
-            if value in (None, False, ""):
+            if value is None or value is False or value == "":
                 return None
-            try:
-                return int(value)
-            except (TypeError, ValueError):
-                raise InvalidDecision(f"owner_uid must be a user id, got {value!r}") from None
+            # A whole positive number (JSON 5, or "5" from a form / the CLI); never 5.9 -> 5, True -> 1.
+            if isinstance(value, bool) or not isinstance(value, int | str) or \
+                    not str(value).strip().isdigit() or not 0 < int(value) < 2**31:
+                raise InvalidDecision(f"owner_uid must be a user id (a positive whole number), got {value!r}")
+            return int(value)
         if key == "deadline":
             try:
                 return date.fromisoformat(str(value)).isoformat()

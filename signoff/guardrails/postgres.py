@@ -27,6 +27,7 @@ from psycopg_pool import ConnectionPool
 from signoff.domain import AuditEvent, Proposal, canonical_json, utcnow
 from signoff.errors import ConfigError, ProposalNotFound
 from signoff.guardrails.audit import GENESIS, _event_hash, _row_to_event, verify_chain
+from signoff.guardrails.pgcheck import check_database_url
 from signoff.guardrails.store import _holds
 
 #: Advisory lock keys (one 64-bit namespace per database; arbitrary, fixed forever).
@@ -226,6 +227,7 @@ class PostgresDatabase:
     """A connection pool on ``url`` with Signoff's schema migrated. Close it when done."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 30.0) -> None:
+        check_database_url(url)  # a wrong URL fails in seconds with its cause, not as a pool timeout
         self.url = url
         self.pool: ConnectionPool[Connection[Any]] = ConnectionPool(
             url, min_size=min_size, max_size=max_size, timeout=timeout, kwargs={"autocommit": True},

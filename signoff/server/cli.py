@@ -46,6 +46,10 @@ def serve(
                                         ("SIGNOFF_SLACK_BOT_TOKEN", settings.slack_bot_token)) if not value]
     if missing:
         typer.echo(f"note: {', '.join(missing)} unset: those endpoints answer 503", err=True)
+    if settings.database_url:  # fail now, with the cause, rather than inside uvicorn's startup
+        from signoff.guardrails.pgcheck import check_database_url
+
+        check_database_url(settings.database_url)
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_level=level)
     finally:
