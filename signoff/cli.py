@@ -712,6 +712,15 @@ def _mount_inbox() -> None:
 
 _mount_inbox()
 
+
+def _mount_db() -> None:
+    from signoff.guardrails.db_cli import app as db_app
+
+    app.add_typer(db_app, name="db")
+
+
+_mount_db()
+
 def main() -> None:
     """The console script: typer's app, with no Python traceback for the errors a user can cause."""
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from signoff.guardrails.postgres import MIGRATIONS, PostgresDatabase
+from signoff.guardrails.postgres import PostgresDatabase, migrations
 from signoff.guardrails.statedb import StateDB, to_postgres
 from signoff.integrations.slack import SlackMessages
 from signoff.integrations.webhooks_out import Outbox
@@ -101,12 +101,12 @@ def test_postgres_try_lock_admits_one_worker_at_a_time(postgres_url: str) -> Non
 
 
 def test_server_tables_are_a_versioned_migration(postgres_url: str) -> None:
-    assert [v for v, _, _ in MIGRATIONS][:2] == [1, 2]
+    assert [m.id for m in migrations()][:2] == ["0001_store_audit", "0002_server_tables"]
     pg = PostgresDatabase(postgres_url)
     try:
         with pg.pool.connection() as conn:
-            rows = conn.execute("SELECT version FROM signoff_schema_migrations ORDER BY version").fetchall()
-        assert [r[0] for r in rows][:2] == [1, 2]
+            rows = conn.execute("SELECT migration_id FROM _yoyo_migration ORDER BY applied_at_utc").fetchall()
+        assert [r[0] for r in rows][:2] == ["0001_store_audit", "0002_server_tables"]
         with StateDB(postgres=pg).connect() as c:
             for table in ("inbox_users", "api_keys", "idempotency", "webhook_deliveries", "slack_messages",
                           "odoo_activities"):

@@ -18,11 +18,14 @@ from signoff.domain import Proposal, proposal_id
 from signoff.errors import AuditIntegrityError, ProposalNotFound
 from signoff.guardrails.audit import AuditLog, InMemoryAuditLog, SqliteAuditLog
 from signoff.guardrails.postgres import (
-    MIGRATIONS,
+    LEGACY_VERSIONS,
+    MIGRATIONS_DIR,
     PostgresApprovalStore,
     PostgresAuditLog,
     PostgresDatabase,
     migrate,
+    migration_status,
+    migrations,
 )
 from signoff.guardrails.store import ApprovalStore, InMemoryApprovalStore, SqliteApprovalStore, resolve_id
 
@@ -221,10 +224,15 @@ def test_postgres_audit_is_append_only_and_tamper_evident(pg: PostgresDatabase) 
 
 
 def test_postgres_migrations_are_versioned_and_applied_once(pg: PostgresDatabase) -> None:
+    ids = [m.id for m in migrations()]
+    assert ids == ["0001_store_audit", "0002_server_tables", "0003_contract_terms"]
     with pg.pool.connection() as conn:
         assert migrate(conn) == [], "already applied at startup"
-        rows = conn.execute("SELECT version FROM signoff_schema_migrations ORDER BY version").fetchall()
-    assert [r[0] for r in rows] == [v for v, _, _ in MIGRATIONS]
+        rows = conn.execute("SELECT migration_id FROM _yoyo_migration ORDER BY applied_at_utc").fetchall()
+        assert [r[0] for r in rows] == ids, "yoyo's record, in the connection's schema (search_path)"
+        logged = conn.execute("SELECT migration_id, operation FROM _yoyo_log ORDER BY created_at_utc").fetchall()
+        assert [tuple(r) for r in logged] == [(i, "apply") for i in ids]
+        assert all(when is not None for _, when in migration_status(conn))
     # A second worker starting on the same database applies nothing and sees the same state.
     other = PostgresDatabase(pg.url)
     try:
@@ -232,3 +240,85 @@ def test_postgres_migrations_are_versioned_and_applied_once(pg: PostgresDatabase
         assert PostgresApprovalStore(other).get(p.id) == p
     finally:
         other.close()
+
+
+def test_postgres_database_migrated_by_the_hand_rolled_runner_is_adopted(postgres_url: str) -> None:
+    """A deployment migrated before yoyo (``signoff_schema_migrations``, versions 1..3, the tables there): the
+    migrations are marked applied in yoyo's table, never run again (their CREATE TABLE would fail)."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn, conn.transaction():
+        # What the hand-rolled runner did: the same DDL and one bookkeeping row per version.
+        conn.execute("CREATE TABLE signoff_schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                     " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        for version, mid in sorted(LEGACY_VERSIONS.items()):
+            conn.execute((MIGRATIONS_DIR / f"{mid}.sql").read_text().encode())
+            conn.execute("INSERT INTO signoff_schema_migrations (version, name) VALUES (%s, %s)", (version, mid))
+        conn.execute("INSERT INTO proposals (id, thread_id, state, created_at, data) VALUES"
+                     " ('p-old', 't', 'pending', now(), '{}')")
+    db = PostgresDatabase(postgres_url)
+    try:
+        with db.pool.connection() as conn:
+            assert migrate(conn) == []
+            marked = conn.execute("SELECT migration_id, operation FROM _yoyo_log ORDER BY created_at_utc").fetchall()
+            assert [tuple(r) for r in marked] == [(m.id, "mark") for m in migrations()]
+            assert conn.execute("SELECT id FROM proposals").fetchall() == [("p-old",)], "data untouched"
+        p, _ = PostgresApprovalStore(db).add(make_proposal())
+        assert PostgresAuditLog(db).append("a", p.id, "x").seq == 1
+    finally:
+        db.close()
+
+
+def test_postgres_database_migrated_partly_by_the_old_runner_gets_the_rest(postgres_url: str) -> None:
+    """An older deployment (versions 1 and 2 only): those are adopted, 0003 (contract_terms) is applied."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn, conn.transaction():
+        conn.execute("CREATE TABLE signoff_schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+        for version in (1, 2):
+            conn.execute((MIGRATIONS_DIR / f"{LEGACY_VERSIONS[version]}.sql").read_text().encode())
+            conn.execute("INSERT INTO signoff_schema_migrations VALUES (%s, 'x')", (version,))
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        assert migrate(conn) == ["0003_contract_terms"]
+        assert conn.execute("SELECT count(*) FROM contract_terms").fetchone() == (0,)
+
+
+def test_postgres_stale_yoyo_lock_of_a_dead_worker_does_not_block_startup(postgres_url: str) -> None:
+    """yoyo's lock is a row: a worker killed while migrating leaves it. Under our advisory lock it is stale."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        migrate(conn)
+        conn.execute("INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, now(), 999999)")
+    db = PostgresDatabase(postgres_url, timeout=15)
+    try:
+        with db.pool.connection() as conn:
+            assert conn.execute("SELECT count(*) FROM yoyo_lock").fetchone() == (0,)
+    finally:
+        db.close()
+
+
+def test_postgres_failed_migration_records_nothing(postgres_url: str) -> None:
+    """A migration and its record commit together: if its DDL fails, neither is left behind."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE contract_terms (x INT)")  # in the way of 0003
+        with pytest.raises(psycopg.errors.DuplicateTable):
+            migrate(conn)
+        rows = conn.execute("SELECT migration_id FROM _yoyo_migration ORDER BY applied_at_utc").fetchall()
+        assert [r[0] for r in rows] == ["0001_store_audit", "0002_server_tables"]
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert conn.execute("SELECT count(*) FROM yoyo_lock").fetchone() == (0,), "yoyo's lock released"
+        conn.execute("DROP TABLE contract_terms")
+        assert migrate(conn) == ["0003_contract_terms"]
+
+
+def test_cli_db_status_and_migrate(postgres_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from signoff.cli import app
+
+    runner = CliRunner()
+    before = runner.invoke(app, ["db", "status", "--url", postgres_url])
+    assert before.exit_code == 3, before.output
+    assert before.output.count("pending") == 3
+    done = runner.invoke(app, ["db", "migrate", "--url", postgres_url])
+    assert done.exit_code == 0, done.output
+    assert "applied 0001_store_audit, 0002_server_tables, 0003_contract_terms" in done.output
+    again = runner.invoke(app, ["db", "migrate", "--url", postgres_url])
+    assert again.exit_code == 0 and "applied 0" not in again.output and "up to date" in again.output
+    after = runner.invoke(app, ["db", "status", "--url", postgres_url])
+    assert after.exit_code == 0 and "pending" not in after.output, after.output

@@ -10,19 +10,29 @@ adapters and ``tests/test_store.py`` runs the same assertions on them.
   (workers on several machines need not agree on the time).
 * The audit chain: every append takes a transaction-level advisory lock first, so appends from any number
   of workers are serialised and the chain stays linear; UPDATE, DELETE and TRUNCATE are refused by triggers.
-* Schema: versioned SQL migrations (:data:`MIGRATIONS`), applied at startup under an advisory lock and
-  recorded in ``signoff_schema_migrations``. Append a migration, never edit one that has shipped.
+* Schema: SQL migrations run by yoyo-migrations (the files in :data:`MIGRATIONS_DIR`), applied at startup
+  by :func:`migrate` under an advisory lock and recorded in yoyo's ``_yoyo_migration`` table, in the
+  connection's current schema. Add a migration, never edit one that has shipped. A database migrated by the
+  hand-rolled runner this replaced (``signoff_schema_migrations``) is adopted, not migrated again.
+  ``signoff db status`` and ``signoff db migrate`` show and apply them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from collections.abc import Collection
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
+from yoyo import default_migration_table, read_migrations
+from yoyo.backends import DatabaseBackend, PostgresqlPsycopgBackend
+from yoyo.connections import DatabaseURI
+from yoyo.migrations import MigrationList
 
 from signoff.domain import AuditEvent, Proposal, canonical_json, utcnow
 from signoff.errors import ConfigError, ProposalNotFound
@@ -30,153 +40,85 @@ from signoff.guardrails.audit import GENESIS, _event_hash, _row_to_event, verify
 from signoff.guardrails.pgcheck import check_database_url
 from signoff.guardrails.store import _holds
 
+log = logging.getLogger(__name__)
+
 #: Advisory lock keys (one 64-bit namespace per database; arbitrary, fixed forever).
 MIGRATION_LOCK = 0x5157_0001
 AUDIT_LOCK = 0x5157_0002
 
-#: (version, name, SQL). Applied in order, each once, in one transaction with its bookkeeping row.
-MIGRATIONS: list[tuple[int, str, str]] = [
-    (1, "proposals, claims and the audit log", """
-CREATE TABLE proposals (
-    id TEXT PRIMARY KEY,
-    thread_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE INDEX proposals_thread ON proposals(thread_id);
-CREATE INDEX proposals_state ON proposals(state);
-CREATE TABLE claims (key TEXT PRIMARY KEY, claimed_at TIMESTAMPTZ NOT NULL);
--- ``at`` and ``data`` are the exact text the hash was computed over (no time zone or key-order drift).
-CREATE TABLE audit (
-    seq BIGINT PRIMARY KEY,
-    at TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    thread_id TEXT,
-    actor TEXT NOT NULL,
-    data TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
-);
-CREATE INDEX audit_subject ON audit(subject);
-CREATE INDEX audit_thread ON audit(thread_id);
-CREATE FUNCTION signoff_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'the audit log is append-only';
-END
-$$;
-CREATE TRIGGER audit_no_update_or_delete BEFORE UPDATE OR DELETE ON audit
-    FOR EACH ROW EXECUTE FUNCTION signoff_audit_append_only();
-CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
-    FOR EACH STATEMENT EXECUTE FUNCTION signoff_audit_append_only();
-"""),
-    (2, "the server's tables: inbox users, API keys, idempotency, outbox, Slack and Odoo bookkeeping", """
--- Timestamps here are ISO-8601 text (UTC) or Unix seconds written by Signoff, as in the SQLite state file.
-CREATE TABLE inbox_users (
-    name TEXT PRIMARY KEY,
-    identity TEXT NOT NULL,
-    salt TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    params TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    disabled INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE api_keys (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    hash TEXT NOT NULL UNIQUE,
-    scopes TEXT NOT NULL,
-    actor TEXT,
-    created_at TEXT NOT NULL,
-    revoked_at TEXT
-);
-CREATE TABLE idempotency (
-    principal TEXT NOT NULL,
-    key TEXT NOT NULL,
-    request_hash TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    response TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (principal, key)
-);
-CREATE TABLE webhook_subscriptions (
-    id TEXT PRIMARY KEY,
-    url TEXT NOT NULL,
-    events TEXT NOT NULL,
-    secret TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    description TEXT,
-    created_at TEXT NOT NULL,
-    created_seq BIGINT NOT NULL,
-    removed_at TEXT
-);
-CREATE TABLE webhook_events (
-    id TEXT PRIMARY KEY,
-    seq BIGINT NOT NULL UNIQUE,
-    type TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    order_key TEXT NOT NULL,
-    payload TEXT NOT NULL
-);
-CREATE TABLE webhook_deliveries (
-    id TEXT PRIMARY KEY,
-    event_id TEXT NOT NULL,
-    subscription_id TEXT NOT NULL,
-    seq BIGINT NOT NULL,
-    order_key TEXT NOT NULL,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_at DOUBLE PRECISION NOT NULL,
-    first_attempt_at DOUBLE PRECISION,
-    last_attempt_at DOUBLE PRECISION,
-    claimed_at DOUBLE PRECISION,
-    last_status INTEGER,
-    last_error TEXT,
-    delivered_at DOUBLE PRECISION
-);
-CREATE INDEX webhook_deliveries_order ON webhook_deliveries(subscription_id, order_key, seq);
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries(status, next_at);
-CREATE INDEX webhook_deliveries_event ON webhook_deliveries(event_id);
-CREATE TABLE webhook_cursor (name TEXT PRIMARY KEY, seq BIGINT NOT NULL);
-CREATE TABLE slack_messages (
-    proposal_id TEXT PRIMARY KEY,
-    channel TEXT,
-    ts TEXT,
-    posted_at TEXT NOT NULL,
-    reminded_at TEXT,
-    shown_state TEXT
-);
-CREATE INDEX slack_messages_ts ON slack_messages(channel, ts);
-CREATE TABLE slack_seen (key TEXT PRIMARY KEY, at TEXT NOT NULL);
-CREATE INDEX slack_seen_at ON slack_seen(at);
-CREATE TABLE odoo_activities (
-    proposal_id TEXT PRIMARY KEY,
-    activity_id BIGINT NOT NULL,
-    approver_uid BIGINT NOT NULL,
-    posted_at TEXT NOT NULL,
-    closed INTEGER NOT NULL DEFAULT 0
-);
--- The web inbox's Pending page filters, counts and sorts on these fields of the stored proposal.
-CREATE INDEX inbox_pending ON proposals(state, ((data::jsonb ->> 'approver_group')),
-    ((data::jsonb ->> 'expires_at')), created_at);
-"""),
-    (3, "the renewal terms the contracts agent read, per Odoo record (signoff.tools.contract_terms)", """
-CREATE TABLE contract_terms (
-    db TEXT NOT NULL,
-    res_model TEXT NOT NULL,
-    res_id BIGINT NOT NULL,
-    attachment_id BIGINT NOT NULL,
-    name TEXT NOT NULL,
-    thread_id TEXT NOT NULL,
-    notice_deadline TEXT,
-    auto_renewal INTEGER,
-    model_version TEXT NOT NULL,
-    analysed_at TEXT NOT NULL,
-    PRIMARY KEY (db, res_model, res_id, attachment_id)
-);
-"""),
-]
+#: The schema: yoyo-migrations SQL files, applied in ``-- depends:`` order, each once. Add a file, never
+#: edit one that has shipped (yoyo records a migration by its id, the file name without ``.sql``).
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+#: The table of the hand-rolled runner yoyo replaced, and its versions as yoyo migration ids: a database
+#: it migrated is adopted (its versions marked applied in yoyo's table, the DDL not run again).
+LEGACY_TABLE = "signoff_schema_migrations"
+LEGACY_VERSIONS = {1: "0001_store_audit", 2: "0002_server_tables", 3: "0003_contract_terms"}
+
+_read_lock = threading.Lock()
+_read: Any = None
+
+
+def migrations() -> Any:
+    """Signoff's migrations (a yoyo ``MigrationList``), read and loaded once per process.
+
+    Once, under a lock: yoyo resolves ``-- depends:`` through one process-wide registry of migration
+    objects, so two threads reading the folder at once could mix each other's objects.
+    """
+    global _read
+    with _read_lock:
+        if _read is None:
+            found = read_migrations(str(MIGRATIONS_DIR))
+            for m in found:
+                m.load()
+            _read = found
+        return _read
+
+
+class _YoyoBackend(PostgresqlPsycopgBackend):
+    """yoyo's psycopg 3 backend on a connection Signoff opened itself.
+
+    yoyo's ``get_backend(uri)`` splits a URL into ``connect()`` keywords: a key=value conninfo (what
+    ``SIGNOFF_DATABASE_URL`` may be) does not parse at all, and neither do several hosts or a socket
+    directory. Handed our connection, yoyo sees the conninfo exactly as given (``options=-c search_path=...``
+    included): its tables and the migrations land in the connection's current schema.
+    """
+
+    # Several workers may start at once: no "already exists" error (and server log line) on every start.
+    create_lock_table_sql = DatabaseBackend.create_lock_table_sql.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS")
+
+    def __init__(self, conn: Connection[Any]) -> None:
+        self._given = conn
+        info = conn.info
+        uri = DatabaseURI("postgresql+psycopg", info.user, None, info.host, info.port, info.dbname, {})
+        super().__init__(uri, default_migration_table)
+
+    def connect(self, dburi: Any) -> Connection[Any]:
+        return self._given
+
+    def _check_transactional_ddl(self) -> bool:
+        return True  # Postgres: yoyo's probe would create and drop a table at every startup
+
+    def copy(self) -> Any:  # pragma: no cover - apply_one's separate connection; see migrate()
+        raise NotImplementedError("Signoff applies migrations on its own connection (signoff.guardrails.postgres)")
+
+    def get_log_data(self, migration: Any = None, operation: str = "apply") -> dict[str, Any]:
+        """yoyo's ``_yoyo_log`` row, without its two ways to fail or stall a start: ``getpass.getuser()``
+        raises for a uid with no passwd entry (containers run under an arbitrary uid), and
+        ``socket.getfqdn()`` waits on reverse DNS."""
+        import getpass
+        import os
+        import socket
+        import uuid
+
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = str(os.getuid())
+        return {"id": str(uuid.uuid1()), "migration_id": migration.id if migration else None,
+                "migration_hash": migration.hash if migration else None, "username": user,
+                "hostname": socket.gethostname(), "created_at_utc": utcnow().replace(tzinfo=None),
+                "operation": operation}
 
 
 def _wait_for_lock(conn: Connection[Any], try_sql: str, timeout: float = 300.0) -> None:
@@ -200,27 +142,71 @@ def _wait_for_lock(conn: Connection[Any], try_sql: str, timeout: float = 300.0) 
         time.sleep(0.05)
 
 
-def migrate(conn: Connection[Any]) -> list[int]:
-    """Apply the migrations not yet applied (serialised across workers). Returns the versions applied."""
-    applied: list[int] = []
-    # A session lock taken outside any transaction (see _wait_for_lock), held around the migration's one.
+def _in_current_schema(conn: Connection[Any], table: str) -> bool:
+    row = conn.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema()"
+                       " AND table_name = %s", (table,)).fetchone()
+    return row is not None
+
+
+def _adopt_legacy(conn: Connection[Any], backend: Any, pending: Any) -> list[str]:
+    """Mark as applied the pending migrations that the hand-rolled runner already applied here."""
+    if not _in_current_schema(conn, LEGACY_TABLE):
+        return []
+    done = {LEGACY_VERSIONS.get(r[0]) for r in conn.execute(f"SELECT version FROM {LEGACY_TABLE}").fetchall()}
+    adopt = [m for m in pending if m.id in done]
+    if adopt:
+        backend.mark_migrations(MigrationList(adopt))
+        log.info("adopted the migrations %s applied before yoyo (%s)", ", ".join(m.id for m in adopt), LEGACY_TABLE)
+    return [m.id for m in adopt]
+
+
+def migrate(conn: Connection[Any]) -> list[str]:
+    """Apply the migrations not yet applied (serialised across workers). Returns the ids applied.
+
+    ``conn`` is in autocommit mode and in no transaction. Every worker first takes :data:`MIGRATION_LOCK`
+    (polled, see :func:`_wait_for_lock`), and only then lets yoyo touch the database: no open transaction or
+    snapshot waits on anything meanwhile, so LangGraph's ``CREATE INDEX CONCURRENTLY`` in another worker
+    can finish. yoyo's own lock (a row in ``yoyo_lock``) is taken too, as yoyo does. A row left there by a
+    worker that died while migrating would block every later start (until ``yoyo break-lock``); once we hold
+    the advisory lock (a session lock, gone with its session) no other Signoff process holds yoyo's, so such
+    a row is stale and is removed. Hence: apply with ``signoff db migrate``, not with the ``yoyo`` command.
+
+    Each migration and its record in ``_yoyo_migration`` commit in one transaction (yoyo's ``apply_one``
+    would use two, on two connections: a crash in between would leave the tables made but not recorded).
+    """
+    applied: list[str] = []
+    # A session lock taken outside any transaction (see _wait_for_lock), held around yoyo's transactions.
     _wait_for_lock(conn, "SELECT pg_try_advisory_lock(%s)")
     try:
-        with conn.transaction():
-            conn.execute("CREATE TABLE IF NOT EXISTS signoff_schema_migrations ("
-                         " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-                         " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
-            done = {r[0] for r in conn.execute("SELECT version FROM signoff_schema_migrations").fetchall()}
-            for version, name, sql in MIGRATIONS:
-                if version in done:
+        backend = _YoyoBackend(conn)
+        backend.init_database()  # yoyo_lock
+        stale = conn.execute(f"DELETE FROM {backend.lock_table_quoted} RETURNING pid").fetchall()
+        if stale:
+            log.warning("removed a stale yoyo migration lock (pid %s)", stale[0][0])
+        with backend.lock():
+            pending = backend.to_apply(migrations())  # creates yoyo's tables the first time
+            adopted = set(_adopt_legacy(conn, backend, pending))
+            for m in pending:
+                if m.id in adopted:
                     continue
-                conn.execute(sql.encode())  # bytes: several statements in one simple query, no parameters
-                conn.execute("INSERT INTO signoff_schema_migrations (version, name) VALUES (%s, %s)",
-                             (version, name))
-                applied.append(version)
+                with backend.transaction():
+                    m.process_steps(backend, "apply")  # savepoints inside this transaction
+                    backend.mark_one(m, log=False)
+                    backend.log_migration(m, "apply")
+                applied.append(m.id)
+                log.info("applied the migration %s", m.id)
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
     return applied
+
+
+def migration_status(conn: Connection[Any]) -> list[tuple[str, datetime | None]]:
+    """Each migration's id and when it was applied (None: pending). Reads only: creates no table."""
+    applied: dict[str, datetime] = {}
+    if _in_current_schema(conn, default_migration_table):
+        applied = {r[0]: r[1] for r in conn.execute(
+            f'SELECT migration_id, applied_at_utc FROM "{default_migration_table}"').fetchall()}
+    return [(m.id, applied.get(m.id)) for m in migrations()]
 
 
 class PostgresDatabase:
