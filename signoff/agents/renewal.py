@@ -398,6 +398,15 @@ class RenewalRunner:
         scored = RiskScore.model_validate(values["score"]) if values.get("score") else None
         return RiskRun(thread_id, "paused" if paused else "done", scored)
 
+    def has_subscription(self, partner_id: int) -> bool:
+        """Whether there is anything to score: False for a partner Odoo has without a subscription (the
+        company itself, a bot, a contact), as :meth:`run` skips it; True when the account cannot be read
+        (the run reads it again and records why it failed)."""
+        try:
+            return self.services.account(partner_id).subscription_id is not None
+        except SignoffError:
+            return True
+
     def current_thread(self, partner_id: int) -> str:
         """The thread of the account's run this cycle (whether or not it exists yet)."""
         return self.services.thread_for(partner_id)
