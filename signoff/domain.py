@@ -14,6 +14,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+#: Odoo's record ids are PostgreSQL ``integer`` columns (and XML-RPC ints are 32-bit): an id is below this.
+ODOO_ID_LIMIT = 2**31
+
+
+def check_odoo_id(value: int, what: str = "record") -> int:
+    """``value`` as an Odoo record id: a positive integer below 2**31, else ValueError naming ``what``.
+
+    The one check every way in shares (the CLI, ``POST /runs``, inbound webhooks)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < ODOO_ID_LIMIT:
+        raise ValueError(f"no {what} {value}: a {what} id is a positive integer below 2**31")
+    return value
+
+
 def canonical_json(value: Any) -> str:
     """Stable JSON: sorted keys, no spaces, so equal values hash equally."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)

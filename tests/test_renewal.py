@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from conftest import both_dbs
 
 from signoff.agents.renewal import RenewalRunner, renewal_runner
 from signoff.agents.risk_model import RiskModel, binary_ece
@@ -658,6 +659,18 @@ def test_cli_trains_scores_all_explains_and_approves_once_after_a_crash(
 # --- server --------------------------------------------------------------------------------------
 
 
+def risk_server(start_server: Any, model_dir: Path, risk_models: Path, risk_settings: Settings,
+                tmp_path: Path) -> Any:
+    """A live server with the triage and the risk models, the risk policy, approvals in the inbox."""
+    models = tmp_path / "models-with-risk"
+    models.mkdir()
+    for entry in model_dir.iterdir():
+        (models / entry.name).symlink_to(entry)
+    (models / "risk").symlink_to(risk_models / "risk")
+    return start_server(channel="inbox", settings_update={"model_dir": models,
+                                                          "policy_path": risk_settings.policy_path})
+
+
 def test_server_starts_one_renewal_run_per_cycle_and_shows_it(
     start_server: Any, model_dir: Path, risk_models: Path, risk_settings: Settings, tmp_path: Path
 ) -> None:
@@ -666,13 +679,7 @@ def test_server_starts_one_renewal_run_per_cycle_and_shows_it(
 
     from signoff.server.apikeys import ApiKeyStore
 
-    models = tmp_path / "models-with-risk"
-    models.mkdir()
-    for entry in model_dir.iterdir():
-        (models / entry.name).symlink_to(entry)
-    (models / "risk").symlink_to(risk_models / "risk")
-    live = start_server(channel="inbox", settings_update={"model_dir": models,
-                                                          "policy_path": risk_settings.policy_path})
+    live = risk_server(start_server, model_dir, risk_models, risk_settings, tmp_path)
     _, key = ApiKeyStore(live.svc.rt.statedb).create("n8n", ["start", "read"])
     auth = {"Authorization": f"Bearer {key}"}
     pid = partner_id(live.svc.rt.reader, "Initech")
@@ -709,3 +716,78 @@ def test_server_starts_one_renewal_run_per_cycle_and_shows_it(
                       json={"verdict": "edit", "actor": "cli:cslead", "args": {"deadline": deadline}})
     assert edited.status_code == 200, edited.text
     assert live.svc.rt.store.get(offer.id).effective_args == {**offer.args, "deadline": deadline}
+
+
+def test_runs_checks_partner_ids_as_the_cli_does_and_skips_a_partner_without_subscription(
+    start_server: Any, model_dir: Path, risk_models: Path, risk_settings: Settings, tmp_path: Path
+) -> None:
+    """POST /runs refuses what the CLI refuses (one validator), with a 422 naming the rule; a partner with no
+    subscription answers 200 ``skipped`` with the reason, no thread and no links (no dead run link)."""
+    from signoff.agents.renewal import NO_SUBSCRIPTION
+    from signoff.server.apikeys import ApiKeyStore
+
+    live = risk_server(start_server, model_dir, risk_models, risk_settings, tmp_path)
+    _, key = ApiKeyStore(live.svc.rt.statedb).create("n8n", ["start", "read"])
+    auth = {"Authorization": f"Bearer {key}"}
+
+    def start(body: dict[str, Any], **headers: str) -> Any:
+        return live.http.post(live.url + "/runs", json=body, headers={**auth, **headers})
+
+    events = len(live.svc.rt.audit.trail())
+    for bad in (2**32, 2**31, 0, -5):
+        refused = start({"agent": "renewal", "input": {"partner_id": bad}})
+        assert refused.status_code == 422, refused.text
+        assert f"no partner {bad}: a partner id is a positive integer below 2**31" in refused.text, refused.text
+    ticket = start({"agent": "triage", "input": {"ticket_id": 2**31}})
+    assert ticket.status_code == 422 and "no ticket 2147483648" in ticket.text, ticket.text
+    out = cli(risk_settings, "risk", "score", "-p", str(2**32))
+    assert out.returncode == 2, out.stderr
+    assert "no partner 4294967296: a partner id is a positive integer below 2**31" in out.stderr.replace("\n", "")
+
+    bare = [p for p in (int(r["id"]) for r in live.svc.rt.reader.search_read("res.partner", [], ["id"]))
+            if p not in set(account_partner_ids(live.svc.rt.reader))
+            and load_account(live.svc.rt.reader, p).subscription_id is None]
+    assert 1 in bare, "the company itself has no subscription"
+    skipped = start({"agent": "renewal", "input": {"partner_id": 1}}, **{"Idempotency-Key": "n8n-exec-1"})
+    assert skipped.status_code == 200, skipped.text
+    assert skipped.json() == {"status": "skipped", "thread_id": None, "agent": "renewal", "links": {},
+                              "reason": NO_SUBSCRIPTION}
+    replayed = start({"agent": "renewal", "input": {"partner_id": 1}}, **{"Idempotency-Key": "n8n-exec-1"})
+    assert replayed.status_code == 200 and replayed.json() == skipped.json()
+    assert replayed.headers.get("Idempotent-Replayed") == "true"
+    assert len(live.svc.rt.audit.trail()) == events and live.svc.rt.store.find() == [], "no run, nothing audited"
+    accepted = start({"agent": "renewal", "input": {"partner_id": partner_id(live.svc.rt.reader, "Initech")}})
+    assert accepted.status_code == 202 and accepted.json()["reason"] is None, accepted.text
+    view = live.http.get(live.url + accepted.json()["links"]["run"], headers=auth)
+    assert view.status_code == 200, view.text
+
+
+@both_dbs
+def test_sweep_reconciles_an_account_runs_interrupted_write_without_a_second_activity(
+    start_server: Any, model_dir: Path, risk_models: Path, risk_settings: Settings, tmp_path: Path,
+    odoo_standin: OdooStandIn
+) -> None:
+    """An ``account:`` run's proposal left ``executing`` after its run ended (killed after the write, before it
+    was marked) is finished by the server's sweep: read back by its marker, no second activity."""
+    from conftest import wait_for
+
+    live = risk_server(start_server, model_dir, risk_models, risk_settings, tmp_path)
+    pid = partner_id(live.svc.rt.reader, "Initech")
+    thread = live.api("POST", "/runs", json={"agent": "renewal", "input": {"partner_id": pid}}).json()["thread_id"]
+    wait_for(lambda: live.api("GET", f"/runs/{thread}").json()["state"] == "paused", 30, "paused renewal run")
+    proposals = live.svc.rt.store.find(thread_id=thread)
+    for p in proposals:
+        decided = live.api("POST", f"/api/proposals/{p.id}/decision",
+                           json={"verdict": "approve", "actor": "cli:cslead"})
+        assert decided.status_code == 200, decided.text
+    store = live.svc.rt.store
+    assert {p.state for p in store.find(thread_id=thread)} == {"executed"}
+    offer = next(p for p in proposals if p.action == "account.retention_offer")
+    store.transition(offer.id, ("executed",), state="executing", executing_since=utcnow() - timedelta(seconds=61))
+    swept = live.api("POST", "/api/sweep").json()
+    assert (swept["resumed"], swept["recovered"], swept["waiting"]) == (0, 1, 0), swept
+    assert store.get(offer.id).state == "executed" and (store.get(offer.id).result or {}).get("reconciled")
+    for p in proposals:
+        made = [c for c in creates(odoo_standin, "mail.activity") if p.id in str(c["args"])]
+        assert len(made) == 1, f"one activity for {p.action}"
+    assert live.api("POST", "/api/sweep").json()["recovered"] == 0

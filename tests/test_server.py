@@ -5,14 +5,19 @@ Odoo writes are counted in the Odoo stand-in's call log (what Odoo received over
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from conftest import WEBHOOK_SECRET, Live, both_dbs, new_ticket_ids, wait_for
 from fastapi.testclient import TestClient
 
 from signoff.config import Settings
+from signoff.domain import utcnow
 from signoff.sandbox.odoo import OdooStandIn
 from signoff.server.app import create_app
 
@@ -171,6 +176,67 @@ def test_sweep_expires_reminds_and_resumes(start_server: Callable[..., Live], od
     assert all("Expired" in str(m["blocks"]) for m in top)
     audit = kinds(live, thread)
     assert audit.count("proposal.reminded") == n and audit.count("proposal.expired") == n
+
+
+def cli_as_another_process(settings: Settings, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in its own process on the server's state (its data dir, or its Postgres database)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_")}
+    env.update({
+        "SIGNOFF_DATA_DIR": str(settings.data_dir), "SIGNOFF_ODOO_URL": str(settings.odoo_url),
+        "SIGNOFF_ODOO_DB": settings.odoo_db, "SIGNOFF_MODEL_DIR": str(settings.model_dir),
+        "SIGNOFF_POLICY_PATH": str(settings.policy_path), "SIGNOFF_PUBLIC_DATA_DIR": str(settings.public_data_dir),
+        "SIGNOFF_EXECUTOR_STALE_SECONDS": str(settings.executor_stale_seconds), "NO_PROXY": "127.0.0.1,localhost",
+        **({"SIGNOFF_DATABASE_URL": settings.database_url} if settings.database_url else {}), **extra,
+    })
+    return subprocess.run([sys.executable, "-m", "signoff.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+@both_dbs
+def test_sweep_finishes_a_write_a_killed_cli_left_executing_once_its_claim_is_stale(
+    start_server: Callable[..., Live], odoo_standin: OdooStandIn
+) -> None:
+    """The CLI dies after claiming a write (``executing``), before Odoo sees it. The sweep resumes the run at
+    once but leaves that write alone while the claim is live (another process may still be writing); once the
+    claim is older than SIGNOFF_EXECUTOR_STALE_SECONDS, a sweep writes it, exactly once, with no human."""
+    live = start_server(channel="inbox", settings_update={"executor_stale_seconds": 60.0})
+    tid = new_ticket_ids(live)[0]
+    thread = live.api("POST", "/api/triage", json={"ticket_id": tid}).json()["thread_id"]
+    live.wait_run(thread)
+    pending = live.api("GET", "/api/proposals", params={"thread": thread}).json()["proposals"]
+    assert pending
+    for p in pending[:-1]:
+        assert live.api("POST", f"/api/proposals/{p['id']}/decision",
+                        json={"verdict": "approve", "actor": "cli:lead"}).json()["run"] is None
+    crashed = cli_as_another_process(live.settings, "approvals", "approve", pending[-1]["id"], "--as", "cli:lead",
+                                     SIGNOFF_FAULT_INJECTION="before_write")
+    assert crashed.returncode == 137, crashed.stdout + crashed.stderr
+    store = live.svc.rt.store
+    interrupted = [p for p in store.find(thread_id=thread) if p.state == "executing"]
+    assert len(interrupted) == 1 and ticket_writes(odoo_standin) == []
+    pid = interrupted[0].id
+
+    # Not stale yet: the run is resumed (its other writes happen), this write is left alone, on every sweep.
+    for expect_resumed in (1, 0):
+        swept = live.api("POST", "/api/sweep").json()
+        assert (swept["resumed"], swept["recovered"], swept["waiting"]) == (expect_resumed, 0, 1), swept
+        assert store.get(pid).state == "executing"
+        assert len(ticket_writes(odoo_standin)) == len(pending) - 1
+    assert live.api("GET", f"/api/runs/{thread}").json()["status"] == "done"
+
+    # The dead CLI's claim goes stale (time travel, as the trials age claims): the next sweep writes it.
+    store.transition(pid, ("executing",), executing_since=utcnow() - timedelta(seconds=61))
+    swept = live.api("POST", "/api/sweep").json()
+    assert (swept["resumed"], swept["recovered"], swept["waiting"]) == (0, 1, 0), swept
+    assert {p.state for p in store.find(thread_id=thread)} == {"executed"}
+    assert len(ticket_writes(odoo_standin)) == len(pending), "each approved proposal written exactly once"
+    trail = kinds(live, pid)
+    assert "execution.reconciling" in trail and trail.count("execution.succeeded") == 1
+    swept = live.api("POST", "/api/sweep").json()
+    assert (swept["resumed"], swept["recovered"], swept["waiting"]) == (0, 0, 0), swept
+    assert len(ticket_writes(odoo_standin)) == len(pending)
+    shown = live.api("GET", f"/api/proposals/{pid}").json()["proposal"]
+    assert shown["state"] == "executed"
 
 
 def test_hostile_inputs_are_refused_before_any_work(start_server: Callable[..., Live]) -> None:

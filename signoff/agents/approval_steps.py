@@ -14,10 +14,13 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
+from signoff.domain import Proposal
 from signoff.guardrails.executor import Executor
 from signoff.guardrails.store import ApprovalStore
 
 TO_EXECUTE = ("approved", "executing", "executed")
+#: States of a proposal whose write may still be owed: decided, not yet written (or interrupted mid-write).
+UNFINISHED = ("approved", "executing")
 
 
 def await_decisions(store: ApprovalStore, proposal_ids: list[str], thread_id: str) -> dict[str, str]:
@@ -40,6 +43,25 @@ def execute_approved(store: ApprovalStore, executor: Executor | None, proposal_i
             proposal = executor.execute(pid)
         states[pid] = proposal.state
     return states
+
+
+def finish_writes(status: Callable[[str], tuple[dict[str, Any], bool, bool]], store: ApprovalStore,
+                  executor: Executor | None, thread_id: str) -> list[Proposal]:
+    """Hand a run's proposals still ``approved`` or ``executing`` to the executor once the run has ended.
+
+    A kill -9 can end a run's bookkeeping before its write, and a run whose execute step met another
+    process's live claim ends with that proposal still ``executing``. Only the executor writes: it takes an
+    ``executing`` proposal only once its claim is older than the stale bound, and reads Odoo back before
+    writing again. A paused or stopped run is left to its resume (its execute step does this). Returns the
+    proposals handed over, in their resulting states (still ``executing`` while the claim is live).
+    """
+    left = store.find(thread_id=thread_id, states=UNFINISHED)
+    if not left or executor is None:
+        return []
+    _values, paused, stopped = status(thread_id)
+    if paused or stopped:
+        return []
+    return [executor.execute(p.id) for p in left]
 
 
 def _after_decide(state: dict[str, Any]) -> str:

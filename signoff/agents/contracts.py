@@ -28,7 +28,7 @@ from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field, ValidationError
 
-from signoff.agents.approval_steps import approval_graph, await_decisions, execute_approved
+from signoff.agents.approval_steps import UNFINISHED, approval_graph, await_decisions, execute_approved, finish_writes
 from signoff.config import Settings
 from signoff.domain import (
     ContractSummary,
@@ -747,12 +747,13 @@ class ContractRunner:
         mine = [p for p in store.find() if p.thread_id.startswith(THREAD_PREFIX)]
         threads = sorted({p.thread_id for p in mine if p.state != "pending"})
         results = [r for t in threads if (r := self.resume_if_ready(t, actor="system:recovery")) is not None]
-        for p in mine:
-            if p.state in ("approved", "executing"):
-                _, paused, stopped = self.status(p.thread_id)
-                if not (paused or stopped) and self.services.executor is not None:
-                    self.services.executor.execute(p.id)
+        for thread_id in sorted({p.thread_id for p in mine if p.state in UNFINISHED}):
+            self.finish_writes(thread_id)
         return results
+
+    def finish_writes(self, thread_id: str) -> list[Any]:
+        """The run's writes still owed once it has ended, to the executor (:func:`finish_writes`)."""
+        return finish_writes(self.status, self.services.store, self.services.executor, thread_id)
 
 
 THREAD_PREFIX = "contract:"

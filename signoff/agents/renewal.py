@@ -46,7 +46,7 @@ from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime as GraphRuntime
 from langgraph.types import Command
 
-from signoff.agents.approval_steps import approval_graph, await_decisions, execute_approved
+from signoff.agents.approval_steps import UNFINISHED, approval_graph, await_decisions, execute_approved, finish_writes
 from signoff.agents.risk_model import RiskModel, RiskResult, band_for, describe
 from signoff.config import Settings
 from signoff.domain import Proposal, RiskDriver, RiskScore, proposal_id, utcnow
@@ -398,6 +398,15 @@ class RenewalRunner:
         scored = RiskScore.model_validate(values["score"]) if values.get("score") else None
         return RiskRun(thread_id, "paused" if paused else "done", scored)
 
+    def has_subscription(self, partner_id: int) -> bool:
+        """Whether there is anything to score: False for a partner Odoo has without a subscription (the
+        company itself, a bot, a contact), as :meth:`run` skips it; True when the account cannot be read
+        (the run reads it again and records why it failed)."""
+        try:
+            return self.services.account(partner_id).subscription_id is not None
+        except SignoffError:
+            return True
+
     def current_thread(self, partner_id: int) -> str:
         """The thread of the account's run this cycle (whether or not it exists yet)."""
         return self.services.thread_for(partner_id)
@@ -465,12 +474,14 @@ class RenewalRunner:
         threads = sorted({p.thread_id for p in store.find() if p.state != "pending"
                           and p.thread_id.startswith(THREAD_PREFIX)})
         results = [r for t in threads if (r := self.resume_if_ready(t, actor="system:recovery")) is not None]
-        for p in store.find(states=("approved", "executing")):
-            if p.thread_id.startswith(THREAD_PREFIX):
-                _, paused, stopped = self.status(p.thread_id)
-                if not (paused or stopped):
-                    self.services.executor.execute(p.id)
+        for thread_id in sorted({p.thread_id for p in store.find(states=UNFINISHED)
+                                 if p.thread_id.startswith(THREAD_PREFIX)}):
+            self.finish_writes(thread_id)
         return results
+
+    def finish_writes(self, thread_id: str) -> list[Proposal]:
+        """The run's writes still owed once it has ended, to the executor (:func:`finish_writes`)."""
+        return finish_writes(self.status, self.services.store, self.services.executor, thread_id)
 
 
 @contextmanager
@@ -502,12 +513,25 @@ def _checkpointer_for(rt: Any, sqlite_path: Path) -> Iterator[Any]:
 
 def resume_thread(rt: Any, thread_id: str, actor: str) -> Any:
     """Resume whichever agent owns ``thread_id`` (ticket runs: triage; account runs: renewal)."""
+    return recover_thread(rt, thread_id, actor, writes=False)[0]
+
+
+def recover_thread(rt: Any, thread_id: str, actor: str, *, writes: bool = True) -> tuple[Any, list[Proposal]]:
+    """What ``signoff approvals recover`` does, for one run of whichever agent owns ``thread_id``: resume
+    it if it is ready, then (``writes``) hand its writes still owed after it ended to the executor.
+    Returns (the resumed run's result or None, the proposals handed to the executor)."""
+    runner: Any
     if thread_id.startswith(THREAD_PREFIX):
         with renewal_runner(rt) as runner:
-            return runner.resume_if_ready(thread_id, actor=actor)
+            return _recover(runner, thread_id, actor, writes)
     if thread_id.startswith("contract:"):
         from signoff.agents.contracts import contract_runner
 
-        with contract_runner(rt) as contracts:
-            return contracts.resume_if_ready(thread_id, actor=actor)
-    return rt.runner.resume_if_ready(thread_id, actor=actor)
+        with contract_runner(rt) as runner:
+            return _recover(runner, thread_id, actor, writes)
+    return _recover(rt.runner, thread_id, actor, writes)
+
+
+def _recover(runner: Any, thread_id: str, actor: str, writes: bool) -> tuple[Any, list[Proposal]]:
+    result = runner.resume_if_ready(thread_id, actor=actor)
+    return result, (runner.finish_writes(thread_id) if writes else [])

@@ -99,8 +99,12 @@ def train(
 
 def check_partner_id(pid: int) -> None:
     """A partner id the CLI passes on: positive and below 2**31 (Odoo's ids are 32-bit integers)."""
-    if not 0 < pid < 2**31:
-        raise _fail(ValueError(f"no partner {pid}: a partner id is a positive integer below 2**31"), 2)
+    from signoff.domain import check_odoo_id
+
+    try:
+        check_odoo_id(pid, "partner")
+    except ValueError as exc:
+        raise _fail(exc, 2) from exc
 
 
 def _band_style(band: str) -> str:

@@ -16,8 +16,9 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command
 
+from signoff.agents.approval_steps import UNFINISHED, finish_writes
 from signoff.agents.triage import TriageServices, TriageState, build_graph
-from signoff.domain import Ticket, Triage
+from signoff.domain import Proposal, Ticket, Triage
 from signoff.errors import SignoffError
 
 log = logging.getLogger(__name__)
@@ -134,11 +135,13 @@ class TriageRunner:
             result = self.resume_if_ready(thread_id, actor="system:recovery")
             if result is not None:
                 results.append(result)
-        for p in (p for p in mine if p.state in ("approved", "executing")):
-            _, paused, stopped = self.status(p.thread_id)
-            if not (paused or stopped):
-                self.services.executor.execute(p.id)
+        for thread_id in sorted({p.thread_id for p in mine if p.state in UNFINISHED}):
+            self.finish_writes(thread_id)
         return results
+
+    def finish_writes(self, thread_id: str) -> list[Proposal]:
+        """The run's writes still owed once it has ended, to the executor (:func:`finish_writes`)."""
+        return finish_writes(self.status, self.services.store, self.services.executor, thread_id)
 
     def waiting_on_stale(self) -> list[str]:
         """Executions interrupted less than the stale bound ago: recover again after it."""

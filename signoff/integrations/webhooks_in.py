@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from signoff.domain import check_odoo_id
 from signoff.errors import ConfigError, DataError
 
 AGENTS = ("triage", "renewal")
@@ -82,8 +83,12 @@ class Route:
             value = json_path(payload, path) if isinstance(path, str) and path.startswith("$") else path
             if isinstance(value, str) and value.strip().isdigit():
                 value = int(value.strip())
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
+            if isinstance(value, bool) or not isinstance(value, int):
                 raise DataError(f"{name} from {path!r} must be a positive record id, not {value!r}")
+            try:
+                check_odoo_id(value, name.removesuffix("_id"))
+            except ValueError as exc:
+                raise DataError(f"{name} from {path!r}: {exc}") from exc
             out[name] = value
         return out
 

@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from signoff.agents.services import Runtime, open_runtime
 from signoff.config import Settings, get_settings
-from signoff.domain import Decision
+from signoff.domain import ODOO_ID_LIMIT, Decision
 from signoff.errors import AlreadyDecided, InvalidDecision, NotAuthorised, ProposalNotFound, SignoffError
 from signoff.server.services import ServerServices
 
@@ -49,7 +49,7 @@ class OdooEvent(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="allow")
 
     model: str = Field(alias="_model", min_length=1, max_length=128)
-    id: StrictInt = Field(alias="_id", gt=0, lt=2**63)
+    id: StrictInt = Field(alias="_id", gt=0, lt=ODOO_ID_LIMIT)
     action: str | None = Field(default=None, alias="_action")
 
 
@@ -64,7 +64,7 @@ class DecisionIn(BaseModel):
 
 
 class TriageIn(BaseModel):
-    ticket_id: StrictInt = Field(gt=0, lt=2**63)
+    ticket_id: StrictInt = Field(gt=0, lt=ODOO_ID_LIMIT)
 
 
 def _error(status: int, error: str, detail: str, **extra: Any) -> JSONResponse:

@@ -4,7 +4,8 @@ Routes (all in the OpenAPI schema at ``/docs`` and ``/openapi.json``):
 
 * ``POST /runs`` (scope ``start``): start a run of ``triage`` (``{ticket_id}``) or ``renewal``
   (``{partner_id}``) in the background; 202 with the run's thread id (200 ``duplicate`` when the record
-  already has a run). An ``idempotency_key`` (or header ``Idempotency-Key``) replays the first answer.
+  already has a run, 200 ``skipped`` with a reason when there is nothing to run). An ``idempotency_key``
+  (or header ``Idempotency-Key``) replays the first answer.
 * ``GET /runs/{thread_id}``, ``GET /runs/{thread_id}/proposals`` (scope ``read``).
 * ``POST/GET/DELETE /subscriptions``, ``GET /subscriptions/{id}/deliveries``,
   ``POST /events/{event_id}/replay`` (scope ``decide``).
@@ -27,11 +28,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Header, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from signoff.config import Settings
-from signoff.domain import canonical_json, utcnow
+from signoff.domain import canonical_json, check_odoo_id, utcnow
 from signoff.errors import ConfigError, DataError
 from signoff.integrations.webhooks_in import AGENT_INPUTS, load_mapping
 from signoff.integrations.webhooks_out import (
@@ -162,14 +163,26 @@ class RunIn(BaseModel):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200,
                                         description="The same key (per API key) replays the first answer.")
 
+    @field_validator("input")
+    @classmethod
+    def _odoo_ids(cls, value: dict[str, int]) -> dict[str, int]:
+        """Every id is an Odoo id (positive, below 2**31): the same check as the CLI's."""
+        for name, record in value.items():
+            check_odoo_id(record, name.removesuffix("_id"))
+        return value
+
 
 class RunAccepted(BaseModel):
-    status: Literal["accepted", "duplicate"] = Field(
-        description="accepted: the run starts in the background; duplicate: the record already has a run.")
-    thread_id: str = Field(description="The run's id, e.g. ticket:signoff:42 or account:signoff:7:2027-01-15 "
-                                       "(an account's run for one renewal cycle).")
+    status: Literal["accepted", "duplicate", "skipped"] = Field(
+        description="accepted: the run starts in the background; duplicate: the record already has a run; "
+                    "skipped: there is nothing to run (see reason), no run and no links.")
+    thread_id: str | None = Field(description="The run's id, e.g. ticket:signoff:42 or "
+                                              "account:signoff:7:2027-01 (an account's run for one renewal "
+                                              "cycle); null when skipped.")
     agent: str
     links: dict[str, str]
+    reason: str | None = Field(default=None, description="Why nothing runs (skipped), e.g. "
+                                                         "\"no subscription: nothing to score\".")
 
 
 class ProposalView(BaseModel):
@@ -247,9 +260,10 @@ class DeliveryView(BaseModel):
 
 
 class InboundAccepted(BaseModel):
-    status: Literal["accepted", "duplicate", "ignored"]
+    status: Literal["accepted", "duplicate", "ignored", "skipped"]
     thread_id: str | None = None
     agent: str | None = None
+    reason: str | None = None
 
 
 # --- the service ------------------------------------------------------------------------------------
@@ -292,26 +306,32 @@ class Orchestration:
 
     # -- runs ---------------------------------------------------------------------------------------
 
-    def start_run(self, agent: str, inputs: dict[str, int], *, source: str) -> tuple[str, str]:
-        """(``accepted`` | ``duplicate``, thread id). Raises DataError for a bad input."""
+    def start_run(self, agent: str, inputs: dict[str, int], *, source: str) -> tuple[str, str | None, str | None]:
+        """(``accepted`` | ``duplicate`` | ``skipped``, thread id (None when skipped), why skipped).
+        Raises DataError for a bad input."""
         wanted = AGENT_INPUTS.get(agent)
         if wanted is None:
             raise DataError(f"unknown agent {agent!r}: use {', '.join(AGENT_INPUTS)}")
-        if set(inputs) != {wanted} or not 0 < inputs[wanted] < 2**63:
+        if set(inputs) != {wanted}:
             raise DataError(f"agent {agent} takes input {{{wanted}: <positive Odoo id>}}")
-        record = inputs[wanted]
+        try:
+            record = check_odoo_id(inputs[wanted], wanted.removesuffix("_id"))
+        except ValueError as exc:
+            raise DataError(str(exc)) from exc
         if agent == "triage":
-            return self.svc.accept_ticket(record, source=source)
+            return (*self.svc.accept_ticket(record, source=source), None)
         return self._accept_account(record, source=source)
 
-    def _accept_account(self, partner_id: int, *, source: str) -> tuple[str, str]:
-        from signoff.agents.renewal import renewal_runner
+    def _accept_account(self, partner_id: int, *, source: str) -> tuple[str, str | None, str | None]:
+        from signoff.agents.renewal import NO_SUBSCRIPTION, renewal_runner
 
         with renewal_runner(self.svc.rt) as runner:
+            if not runner.has_subscription(partner_id):  # the company itself, a bot, a contact
+                return "skipped", None, NO_SUBSCRIPTION
             thread = runner.current_thread(partner_id)  # one run per account and renewal cycle
         with self._guard:
             if thread in self._inflight:
-                return "duplicate", thread
+                return "duplicate", thread, None
             self._inflight.add(thread)
         try:
             with renewal_runner(self.svc.rt) as runner:
@@ -323,9 +343,9 @@ class Orchestration:
         if values and not stopped:
             with self._guard:
                 self._inflight.discard(thread)
-            return "duplicate", thread
+            return "duplicate", thread, None
         self.svc.submit(self._renewal_job, partner_id, thread, source)
-        return "accepted", thread
+        return "accepted", thread, None
 
     def _renewal_job(self, partner_id: int, thread: str, source: str) -> None:
         from signoff.agents.renewal import renewal_runner
@@ -413,9 +433,10 @@ class Orchestration:
             seen = self.remembered(principal, key, request_hash)
             if seen is not None:
                 return seen[0], seen[1], True
-        status, thread = self.start_run(agent, inputs, source=source)
-        body = RunAccepted(status=status, thread_id=thread, agent=agent,  # type: ignore[arg-type]
-                           links={"run": f"/runs/{thread}", "proposals": f"/runs/{thread}/proposals"}).model_dump()
+        status, thread, reason = self.start_run(agent, inputs, source=source)
+        links = {"run": f"/runs/{thread}", "proposals": f"/runs/{thread}/proposals"} if thread else {}
+        body = RunAccepted(status=status, thread_id=thread, agent=agent, links=links,  # type: ignore[arg-type]
+                           reason=reason).model_dump()
         code = 202 if status == "accepted" else 200
         if key:
             code, body = self.remember(principal, key, request_hash, code, body)
@@ -453,8 +474,10 @@ async def start_run(body: RunIn, request: Request, principal: Annotated[Principa
                     idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JSONResponse:
     """Start a run of an agent on one Odoo record, in the background (scope ``start``).
 
-    ``triage`` takes ``{"ticket_id": N}``, ``renewal`` ``{"partner_id": N}``. One run per record: a
-    second start answers 200 ``duplicate`` with the same thread id. With an idempotency key (body field
+    ``triage`` takes ``{"ticket_id": N}``, ``renewal`` ``{"partner_id": N}`` (Odoo ids: positive, below
+    2**31, else 422). One run per record: a second start answers 200 ``duplicate`` with the same thread id.
+    A partner without a subscription answers 200 ``skipped`` with ``reason`` "no subscription: nothing to
+    score" and no thread or links (no run, as the CLI). With an idempotency key (body field
     or header ``Idempotency-Key``) a repeated request gets the first answer again (header
     ``Idempotent-Replayed: true``); the same key with a different request is a 422.
     """
@@ -589,10 +612,13 @@ async def inbound_webhook(source: str, request: Request,
         await run_in_threadpool(audit.append, "webhook.rejected", f"webhook:{source}", f"system:webhook:{source}",
                                 {"reason": str(exc)[:500], "bytes": len(raw)})
         raise ApiError(422, "malformed_payload", f"webhook {source}: {exc}") from exc
-    await run_in_threadpool(audit.append, "webhook.received", body["thread_id"], f"system:webhook:{source}",
-                            {"source": source, "agent": route.agent, "input": inputs, "result": body["status"]},
+    await run_in_threadpool(audit.append, "webhook.received", body["thread_id"] or f"webhook:{source}",
+                            f"system:webhook:{source}",
+                            {"source": source, "agent": route.agent, "input": inputs, "result": body["status"],
+                             **({"reason": body["reason"]} if body.get("reason") else {})},
                             thread_id=body["thread_id"])
-    answer = InboundAccepted(status=body["status"], thread_id=body["thread_id"], agent=route.agent)
+    answer = InboundAccepted(status=body["status"], thread_id=body["thread_id"], agent=route.agent,
+                             reason=body.get("reason"))
     return JSONResponse(answer.model_dump(), status_code=code)
 
 

@@ -210,39 +210,53 @@ class ServerServices:
     def resume(self, thread_id: str, *, actor: str, wait: float | None = None) -> RunResult | None:
         """Resume the run if it is ready (None if not, or if another process holds it after ``wait`` s;
         default ``claim_wait``). A killed process's hold goes stale after ``runner.CLAIM_SECONDS``."""
-        from signoff.agents.renewal import resume_thread
+        return self._resume(thread_id, actor=actor, wait=self.claim_wait if wait is None else wait, writes=False)[0]
+
+    def recover(self, thread_id: str, *, actor: str = "system:recovery") -> tuple[RunResult | None, list[Proposal]]:
+        """What ``signoff approvals recover`` does, for one run: resume it if ready, then hand its writes still
+        owed after it ended (killed mid-write, or left ``executing`` under a claim that was live when its execute
+        step ran) to the executor, which takes an interrupted one only once it is older than the stale bound
+        and reads Odoo back first. Nothing if another process holds the run. (result, proposals handed over)."""
+        return self._resume(thread_id, actor=actor, wait=0, writes=True)
+
+    def _resume(self, thread_id: str, *, actor: str, wait: float,
+                writes: bool) -> tuple[RunResult | None, list[Proposal]]:
+        from signoff.agents.renewal import recover_thread
 
         with self.lock(thread_id):
-            if not self._claim_run(thread_id, self.claim_wait if wait is None else wait):
-                return None
+            if not self._claim_run(thread_id, wait):
+                return None, []
             try:
-                result = resume_thread(self.rt, thread_id, actor)
+                result, handed = recover_thread(self.rt, thread_id, actor, writes=writes)
             finally:
                 self.rt.store.release(thread_id)
         if result is not None:
             self.metrics.runs.inc("resumed_" + result.status)
+        if result is not None or handed:
             for p in self.rt.store.find(thread_id=thread_id):
                 if p.state == "failed" and p.id not in self._failed_seen:
                     self._failed_seen.add(p.id)
                     self.metrics.executor_failures.inc()
                 if p.state in ("executed", "failed"):
                     self.refresh(p)
-        return result
+        return result, handed
 
     # -- the sweep ----------------------------------------------------------------------------------
 
     def sweep(self) -> dict[str, int]:
         """Expire overdue proposals (and resume their runs), remind approvers, post what was never posted,
-        and finish decided runs that were never resumed. On one worker at a time: while another worker's
+        finish decided runs that were never resumed, and finish interrupted writes once they are stale
+        (``recovered``; ``waiting``: interrupted writes not stale yet). On one worker at a time: while another worker's
         sweep runs, this one does nothing and answers ``skipped: 1``."""
         with self._state_db.try_lock("sweep") as mine:
             if not mine:
                 return {"expired": 0, "reminded": 0, "posted": 0, "resumed": 0, "odoo_decided": 0,
-                        "escalated": 0, "skipped": 1}
+                        "escalated": 0, "recovered": 0, "waiting": 0, "skipped": 1}
             return {**self._sweep(), "skipped": 0}
 
     def _sweep(self) -> dict[str, int]:
-        counts = {"expired": 0, "reminded": 0, "posted": 0, "resumed": 0, "odoo_decided": 0}
+        counts = {"expired": 0, "reminded": 0, "posted": 0, "resumed": 0, "odoo_decided": 0, "recovered": 0,
+                  "waiting": 0}
         try:
             polled = self.rt.odoo_channel.poll()
             counts["posted"] += polled.posted
@@ -281,13 +295,19 @@ class ServerServices:
         from signoff.server.escalation import escalate_due
 
         counts["escalated"] = escalate_due(self, utcnow())
-        # Decided but never resumed (a crash between decision and resume), or killed mid-write.
+        # Decided but never resumed (a crash between decision and resume), or killed mid-write: resume the
+        # run, then the writes still owed by a run that has ended go to the executor (`approvals recover`).
         stuck = {p.thread_id for p in self.rt.store.find(states=("approved", "executing"))}
         if counts["odoo_decided"]:
             stuck |= {p.thread_id for p in self.rt.store.find(states=("rejected",))}
         for thread in sorted(stuck):
-            if not self.in_flight(thread) and self.resume(thread, actor="system:recovery", wait=0) is not None:
-                counts["resumed"] += 1
+            if self.in_flight(thread):
+                continue
+            result, handed = self.recover(thread)
+            counts["resumed"] += result is not None
+            counts["recovered"] += sum(p.state in ("executed", "failed") for p in handed)
+        # Interrupted writes younger than the stale bound: a later sweep finishes them.
+        counts["waiting"] = len(self.rt.runner.waiting_on_stale())
         return counts
 
     # -- health -------------------------------------------------------------------------------------
