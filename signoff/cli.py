@@ -100,7 +100,7 @@ def train(
         try:
             print_trained(train_risk(settings, source, calibration, c), settings)
         except SignoffError as exc:
-            raise _fail(exc) from exc
+            raise _fail(exc, 2 if isinstance(exc, DataError) else 1) from exc
         return
     if what != "triage":
         raise _fail(ValueError(f"train what? triage or risk, not {what!r}"), 2)
