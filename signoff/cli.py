@@ -100,7 +100,7 @@ def train(
         try:
             print_trained(train_risk(settings, source, calibration, c), settings)
         except SignoffError as exc:
-            raise _fail(exc) from exc
+            raise _fail(exc, 2 if isinstance(exc, DataError) else 1) from exc
         return
     if what != "triage":
         raise _fail(ValueError(f"train what? triage or risk, not {what!r}"), 2)
@@ -252,12 +252,19 @@ def _describe(p: Proposal) -> str:
 
 @approvals_app.command("list")
 def approvals_list(
-    state: Annotated[str, typer.Option(help="pending, approved, executed, rejected, expired, failed or all.")]
+    state: Annotated[str, typer.Option(help="pending, approved, executed, rejected, expired, failed, "
+                                             "cancelled (any proposal state) or all.")]
     = "pending",
 ) -> None:
     """List proposals (pending by default; --state failed is the exception queue)."""
+    from typing import get_args
+
+    from signoff.domain import ProposalState
     from signoff.guardrails.state import state as open_state
 
+    valid = (*get_args(ProposalState), "all")
+    if state not in valid:
+        raise _fail(ValueError(f"unknown state {state!r}: use one of {', '.join(valid)}"), 2)
     settings = _settings()
     with open_state(settings) as st:
         rows = st.store.find(states=None if state == "all" else (state,))

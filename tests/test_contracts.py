@@ -198,6 +198,35 @@ def test_below_threshold_is_needs_review_never_a_value() -> None:
     assert c2.term("governing_law").status == "needs_review"  # type: ignore[union-attr]
 
 
+def test_summary_phrases_an_end_that_is_not_a_date() -> None:
+    from signoff.agents.contracts import summarise
+    from signoff.domain import ContractSummary, ContractTerm, SourceSpan
+
+    span = SourceSpan(start=0, end=10, text="in perpetuity")
+
+    def sentence(value: dict[str, Any]) -> list[str]:
+        term = ContractTerm(key="expiration_date", category="Expiration Date", status="found", confidence=0.9,
+                            threshold=0.5, spans=[span], value=value)
+        summary = ContractSummary(thread_id="t", name="c", sha256="0" * 64, n_chars=10, terms=[term])
+        return [s.text for s in summarise({"expiration_date": term}, summary, "")]
+
+    assert sentence({"date": None, "basis": "perpetual"}) == ["The agreement has no fixed end (perpetual)."]
+    assert sentence({"date": "2025-03-14", "basis": "stated"}) == ["The initial term ends 2025-03-14."]
+    assert sentence({"date": "2026-02-28", "basis": "3 years from effective date 2023-03-01"}) == [
+        "The initial term ends 2026-02-28 (3 years from effective date 2023-03-01)."]
+    three_years = {"value": 3, "unit": "year", "days": 1095, "label": "3 years", "source": {"start": 0, "end": 5}}
+    assert sentence({"date": None, "basis": "3 years initial term; start date not found", "term": three_years}) == [
+        "The initial term is 3 years; its start date was not found, so its end is not known."]
+    assert sentence({"date": None, "basis": None}) == []  # nothing to say: no sentence, never "ends None"
+    # through the agent: a contract that runs in perpetuity
+    text = CONTRACT.replace("The initial term shall expire on March 14, 2025.",
+                            "This Agreement shall expire only if terminated and otherwise continues in perpetuity.")
+    c = analyse(_source(text), KeywordModel(), load_clause_policy(), today=date(2024, 1, 1))  # type: ignore[arg-type]
+    assert c.term("expiration_date").value == {"date": None, "basis": "perpetual"}  # type: ignore[union-attr]
+    said = [s.text for s in c.summary]
+    assert "The agreement has no fixed end (perpetual)." in said and not any("ends perpetual" in t for t in said)
+
+
 # --- files and PDF -----------------------------------------------------------------------------------
 
 
@@ -263,6 +292,42 @@ def test_cli_summarise_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert "Report only" in result.output
     bad = CliRunner().invoke(app, ["contracts", "summarise"])
     assert bad.exit_code == 2
+
+
+def test_cli_refuses_a_training_limit_below_the_minimum_and_a_non_positive_attachment_id(tmp_path: Path) -> None:
+    from signoff.cli import app
+
+    env = {"SIGNOFF_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
+    for limit in ("0", "-1", "2"):
+        result = CliRunner().invoke(app, ["contracts", "train", "--limit", limit], env=env)
+        assert result.exit_code == 2, result.output
+        assert f"--limit {limit}: the clause model needs at least 3 labelled contracts" in result.output
+    assert not (tmp_path / "models").exists() and not (tmp_path / "cache").exists(), "refused before any work"
+    for odoo_id in ("0", "-3", str(2**31)):
+        result = CliRunner().invoke(app, ["contracts", "summarise", "--odoo-id", odoo_id], env=env)
+        assert result.exit_code == 2, result.output
+        assert f"no attachment {odoo_id}: an attachment id is a positive integer" in result.output
+        assert "Record does not exist" not in result.output
+
+
+def test_an_unknown_attachment_id_is_no_attachment_n(settings: Settings) -> None:
+    from signoff.agents.services import open_runtime
+    from signoff.errors import OdooMissingError
+
+    with open_runtime(settings) as rt, contract_runner(rt, model=KeywordModel()) as runner:
+        with pytest.raises(OdooMissingError, match=r"^no attachment 987654\b"):
+            runner.run(987654)
+    from signoff.cli import app
+
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["contracts", "summarise", "--odoo-id", "987654"], env={
+            "SIGNOFF_DATA_DIR": str(settings.data_dir), "SIGNOFF_ODOO_URL": str(settings.odoo_url),
+            "SIGNOFF_ODOO_DB": settings.odoo_db, "COLUMNS": "200"})
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1 and "error: no attachment 987654" in result.output, result.output
+    assert "Record does not exist" not in result.output
 
 
 # --- Odoo: read-only view, proposals, exactly one activity -----------------------------------------

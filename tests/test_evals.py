@@ -5,6 +5,7 @@ recorded human decisions (figures by hand, export from a SQLite approvals store)
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -302,8 +303,85 @@ def test_smoke_suite_through_the_cli_writes_json_and_html(eval_env: dict[str, st
         'xmlns="http://www.w3.org/2000/svg"', "")
     if (ROOT / "evals" / "baselines" / "smoke.json").is_file():
         assert doc["comparison"]["passed"] and doc["comparison"]["n_shared"] == 150
+        assert doc["comparison"]["notes"] == [], "the committed baseline matches the suite, model and data"
     else:
         assert "no baseline" in result.output
+
+
+def _has(output: str, text: str) -> bool:
+    """``text`` is in the CLI output, wherever rich wrapped it (whitespace and box borders ignored)."""
+    def squash(s: str) -> str:
+        return "".join(re.sub(r"[\u2500-\u257f]", " ", s).split())
+
+    return squash(text) in squash(output)
+
+
+GOOD_CASES = {"id": ["a", "b"], "gold": ["x", "y"], "pred": ["x", "x"], "conf": [0.9, 1], "brier": [0.02, 1.6]}
+
+
+@pytest.mark.parametrize(("doc", "problem"), [
+    ("not json", "is unreadable"),
+    ({}, "unknown format"),
+    ([], "unknown format"),
+    ({"cases": "zzz"}, "unknown format"),
+    ({"format": 1, "cases": "zzz"}, r"cases: Input should be a valid dictionary"),
+    ({"format": 1, "cases": {**GOOD_CASES, "pred": None}}, r"cases\.pred: Input should be a valid list"),
+    ({"format": 1, "cases": {**GOOD_CASES, "pred": ["x", None]}}, r"cases\.pred\.1: Input should be a valid string"),
+    ({"format": 1, "cases": {**GOOD_CASES, "conf": [0.9]}}, r"columns of different lengths.*conf 1"),
+    ({"format": 1, "cases": {**GOOD_CASES, "id": ["a", "a"]}}, "case ids are not unique"),
+    ({"format": 1, "cases": {"id": ["a"]}}, r"cases\.gold: Field required"),
+    ({"format": 1, "agent": "renewal", "cases": {"id": ["a"], "churned": [2], "p": ["high"]}},
+     r"cases\.churned\.0: Input should be 0 or 1; cases\.p\.0: Input should be a valid number"),
+    ({"format": 1, "agent": "contracts", "cases": {"id": ["a"], "category": ["Parties"], "n_gold": [1],
+                                                   "shown": [[[0.5]]], "ranked": [[]], "threshold": [None]}},
+     r"cases\.shown\.0\.0\.1: Field required"),
+    ({"format": 1, "agent": "vibes", "cases": {}}, r"agent: Input should be 'triage', 'contracts' or 'renewal'"),
+    ({"format": 1, "cases": GOOD_CASES, "threshold": "high"}, r"threshold: Input should be a valid number"),
+])
+def test_a_baseline_of_the_wrong_shape_is_a_data_error_naming_the_file(tmp_path: Path, doc: Any,
+                                                                       problem: str) -> None:
+    from signoff.evals.gate import load_baseline
+
+    path = tmp_path / "smoke.json"
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    with pytest.raises(DataError, match=problem) as caught:
+        load_baseline(path)
+    assert str(path) in str(caught.value) and "re-bless it with --bless" in str(caught.value)
+
+
+def test_the_suite_hash_depends_only_on_the_suite_files_content(tmp_path: Path) -> None:
+    raw = SMOKE.read_bytes()
+    assert b"\r" not in raw
+    elsewhere = tmp_path / "copy" / "smoke.yaml"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(raw)
+    crlf = tmp_path / "crlf.yaml"
+    crlf.write_bytes(raw.replace(b"\n", b"\r\n"))  # a Windows checkout (core.autocrlf)
+    want = load_suite(SMOKE).sha256
+    assert load_suite(elsewhere).sha256 == load_suite(crlf).sha256 == want
+    edited = tmp_path / "edited.yaml"
+    edited.write_bytes(raw.replace(b"alpha:", b"# a comment\nalpha:") if b"alpha:" in raw else raw + b"# edit\n")
+    assert load_suite(edited).sha256 != want
+
+
+def test_every_committed_baseline_has_the_shape_the_gate_reads() -> None:
+    from signoff.evals.gate import load_baseline
+
+    for path in sorted((ROOT / "evals" / "baselines").glob("*.json")):
+        assert load_baseline(path) is not None, path
+
+
+@pytest.mark.parametrize("doc", ["[]", '{"cases": "zzz"}', json.dumps({"format": 1, "cases": {
+    "id": ["bitext-00001"], "gold": ["cancel_order"], "pred": None, "conf": [0.9], "brier": [0.1]}})])
+def test_a_malformed_baseline_stops_signoff_eval_with_exit_2_before_the_run(
+        eval_env: dict[str, str | None], tmp_path: Path, doc: str) -> None:
+    (tmp_path / "smoke.json").write_text(doc)
+    result = _cli(eval_env, str(SMOKE), "--baseline-dir", str(tmp_path))
+    assert result.exit_code == 2, result.output
+    assert _has(result.output, f"baseline {tmp_path / 'smoke.json'}")
+    assert _has(result.output, "re-bless it with --bless")
+    assert "Traceback" not in result.output
+    assert "accuracy" not in result.output, "the suite is not run against a baseline it cannot read"
 
 
 def test_bless_then_gate_passes_and_a_worse_model_fails(eval_env: dict[str, str | None], tmp_path: Path) -> None:
@@ -367,6 +445,37 @@ def test_recommended_thresholds_are_written_into_a_policy(eval_env: dict[str, st
             assert rec["actions"][action]["precision"] >= 0.9
     assert written.routing == before.routing and written.groups == before.groups
     assert written.actions["ticket.set_priority"] == before.actions["ticket.set_priority"]
+
+
+def test_write_policy_is_refused_up_front_for_a_non_triage_suite_or_a_missing_directory(
+        eval_env: dict[str, str | None], tmp_path: Path) -> None:
+    renewal = ROOT / "evals" / "renewal-smoke.yaml"
+    policy = tmp_path / "p.yaml"
+    wrong = _cli(eval_env, str(renewal), "--recommend-thresholds", "--write-policy", str(policy))
+    assert wrong.exit_code == 2, wrong.output
+    assert _has(wrong.output, "apply to triage suites only; renewal-smoke is a renewal suite")
+    assert not _has(wrong.output, "exactly one suite")
+    two = _cli(eval_env, str(SMOKE), str(SMOKE), "--recommend-thresholds", "--write-policy", str(policy))
+    assert two.exit_code == 2 and _has(two.output, "--write-policy takes exactly one suite, got 2")
+    missing = tmp_path / "nonexistent" / "dir" / "p.yaml"
+    nodir = _cli(eval_env, str(SMOKE), "--recommend-thresholds", "--write-policy", str(missing))
+    assert nodir.exit_code == 2, nodir.output
+    assert _has(nodir.output, f"directory {missing.parent} does not exist") and ".tmp" not in nodir.output
+    isdir = _cli(eval_env, str(SMOKE), "--recommend-thresholds", "--write-policy", str(tmp_path))
+    assert isdir.exit_code == 2 and _has(isdir.output, "is a directory")
+    assert not policy.exists() and not missing.parent.exists()
+
+
+def test_write_policy_that_cannot_be_written_is_a_policy_error_naming_the_directory(tmp_path: Path) -> None:
+    from signoff.errors import PolicyError
+    from signoff.evals.thresholds import write_policy
+
+    rec = {"actions": {"ticket.set_category": {"threshold": 0.8}}}
+    target = tmp_path / "gone" / "p.yaml"
+    with pytest.raises(PolicyError, match=f"cannot write policy {re.escape(str(target))} .in directory "
+                                          f"{re.escape(str(target.parent))}."):
+        write_policy(target, rec, base=DEFAULT_POLICY_PATH)
+    assert not list(tmp_path.rglob("*.tmp"))
 
 
 # --- contracts (CUAD spans) and renewal (Telco churn) suites -------------------------------------------
@@ -449,6 +558,22 @@ def test_renewal_smoke_suite_reports_and_a_worse_model_fails_the_gate(eval_env: 
     assert _cli(eval_env, str(typo), "--baseline-dir", str(base)).exit_code == 2
 
 
+def test_a_non_numeric_value_in_a_renewal_train_file_names_file_line_and_column(
+        eval_env: dict[str, str | None], tmp_path: Path) -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    lines = (settings.public_data_dir / "churn" / "telco_churn_dev.csv").read_text().splitlines()[:60]
+    header = lines[0].split(",")
+    row = lines[41].split(",")
+    row[header.index("tenure")] = "lots"
+    lines[41] = ",".join(row)
+    train = tmp_path / "dev.csv"
+    train.write_text("\n".join(lines) + "\n")
+    suite = _copy_suite(RENEWAL_SMOKE, tmp_path, "bad-train.yaml", train={"path": str(train), "limit": None})
+    result = _cli(eval_env, str(suite), "--baseline-dir", str(tmp_path))
+    assert result.exit_code == 2, result.output
+    assert _has(result.output, f"{train}:42: tenure must be a number, got 'lots'")
+
+
 def test_contracts_smoke_suite_scores_spans_resumes_and_gates(eval_env: dict[str, str | None],
                                                               tmp_path: Path) -> None:
     base = tmp_path / "baselines"
@@ -464,8 +589,11 @@ def test_contracts_smoke_suite_scores_spans_resumes_and_gates(eval_env: dict[str
     assert sum(r["n_gold"] for r in doc["per_category"].values()) == 13
     assert 'id="categories-contracts-smoke"' in (tmp_path / "c.html").read_text()
 
-    again = _cli(eval_env, str(CONTRACTS_SMOKE), "--baseline-dir", str(base), "--json", str(tmp_path / "d.json"))
+    again = _cli(eval_env, str(CONTRACTS_SMOKE), "--baseline-dir", str(base), "--json", str(tmp_path / "d.json"),
+                 "--recommend-thresholds")
     assert again.exit_code == 0, again.output
+    assert _has(again.output, "note: --recommend-thresholds applies to triage suites only: nothing recommended for "
+                "contracts-smoke (contracts)")
     doc2 = json.loads((tmp_path / "d.json").read_text())
     assert doc2["run"]["n_resumed"] == 2 and doc2["run"]["n_computed"] == 0 and doc2["train_seconds"] is None
     assert doc2["comparison"]["passed"] and doc2["comparison"]["n_shared"] == 6

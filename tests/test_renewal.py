@@ -7,6 +7,7 @@ The Odoo stand-in runs on a real socket; every create is counted in its call log
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -147,6 +148,49 @@ def test_telco_columns_map_onto_the_same_features(telco: tuple[Any, ...]) -> Non
     assert (len(fd), sum(yd), len(ft), sum(yt)) == (4888, 1297, 2155, 572)
     cov = coverage(fd)
     assert cov["tenure_months"] == 1.0 and cov["tickets_90d"] == 0.0
+
+
+def test_a_malformed_telco_row_names_file_line_and_column(tmp_path: Path) -> None:
+    from signoff.errors import DataError
+
+    header = "customerID,tenure,MonthlyCharges,Contract,Churn"
+    good = tmp_path / "good.csv"
+    good.write_text(f"{header}\n1-A,12,30.5,One year,No\n2-B,,,Month-to-month,Yes\n")
+    ids, feats, labels = read_telco(good)
+    assert ids == ["1-A", "2-B"] and labels == [0, 1]
+    assert feats[0]["tenure_months"] == 12.0 and feats[1]["tenure_months"] is None  # empty: missing, not an error
+    for cell, column, value in (("lots,30.5", "tenure", "lots"), ("12,$30", "MonthlyCharges", "$30"),
+                                ("nan,30.5", "tenure", "nan"), ("12,inf", "MonthlyCharges", "inf")):
+        bad = tmp_path / "bad.csv"
+        bad.write_text(f"{header}\n1-A,12,30.5,One year,No\n2-B,{cell},Month-to-month,Yes\n")
+        with pytest.raises(DataError, match=rf"^{re.escape(str(bad))}:3: {column} must be a (finite )?number, "
+                                            rf"got '{re.escape(value)}'$"):
+            read_telco(bad)
+    short = tmp_path / "short.csv"  # a row with fewer cells than the header: missing values, not a crash
+    short.write_text(f"{header}\n1-A,12\n")
+    with pytest.raises(DataError, match=rf"{re.escape(str(short))}:2: Churn must be Yes or No"):
+        read_telco(short)
+
+
+def test_cli_train_risk_on_a_malformed_telco_file_is_exit_2_with_file_and_line(
+    settings: Settings, tmp_path: Path
+) -> None:
+    dev, _test = telco_paths(public_data_dir())
+    if not dev.exists():
+        pytest.skip("the public Telco data is not beside the checkout")
+    lines = dev.read_text().splitlines()[:50]
+    header = lines[0].split(",")
+    row = lines[9].split(",")
+    row[header.index("tenure")] = "lots"
+    lines[9] = ",".join(row)
+    public = tmp_path / "public"
+    (public / "churn").mkdir(parents=True)
+    (public / "churn" / dev.name).write_text("\n".join(lines) + "\n")
+    for args in (("train", "risk"), ("risk", "train")):
+        result = cli(settings, *args, SIGNOFF_PUBLIC_DATA_DIR=str(public))
+        assert result.returncode == 2, (args, result.stderr)
+        assert f"{public / 'churn' / dev.name}:10: tenure must be a number, got 'lots'" in result.stderr
+        assert "Traceback" not in result.stderr and "could not convert" not in result.stderr
 
 
 # --- model ---------------------------------------------------------------------------------------

@@ -375,6 +375,12 @@ def test_exception_queue_actions_need_an_approver(rt: Runtime, triage_settings: 
     assert rt.store.get(p.id).state == "failed"
     done = signoff(triage_settings, "approvals", "cancel", p.id, "--reason", "not needed", "--as", "cli:lead")
     assert done.returncode == 0 and rt.store.get(p.id).state == "cancelled"
+    listed = signoff(triage_settings, "approvals", "list", "--state", "cancelled", COLUMNS="200")
+    assert listed.returncode == 0 and p.id[:8] in listed.stdout and "Proposals (cancelled): 1" in listed.stdout
+    bogus = signoff(triage_settings, "approvals", "list", "--state", "bogus", COLUMNS="200")
+    assert bogus.returncode == 2 and bogus.stdout == "", bogus.stdout
+    assert "unknown state 'bogus': use one of proposed, pending, approved" in bogus.stderr
+    assert "cancelled" in bogus.stderr and "all" in bogus.stderr
 
 
 def test_on_postgres_one_ticket_is_proposed_approved_and_written_once(

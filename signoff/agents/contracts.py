@@ -405,6 +405,20 @@ def deviations(terms: dict[str, ContractTerm], policy: ClausePolicy) -> list[Dev
     return out
 
 
+def _expiration_sentence(value: dict[str, Any]) -> str | None:
+    """The summary's sentence on the end of the initial term, from an ``expiration_date`` value: a date
+    (stated, or a term counted from a start date), no fixed end (perpetual), or a term whose start was not
+    found."""
+    when, basis, term = value.get("date"), value.get("basis"), value.get("term")
+    if when:
+        return f"The initial term ends {when}" + (f" ({basis})." if basis and basis != "stated" else ".")
+    if basis == "perpetual":
+        return "The agreement has no fixed end (perpetual)."
+    if isinstance(term, dict) and term.get("label"):
+        return f"The initial term is {term['label']}; its start date was not found, so its end is not known."
+    return f"The agreement has no fixed end date ({basis})." if basis else None
+
+
 def summarise(terms: dict[str, ContractTerm], summary: ContractSummary, deadline_note: str) -> list[SummarySentence]:
     """A few sentences, each citing the spans it was built from; nothing from a term not found."""
 
@@ -423,10 +437,8 @@ def summarise(terms: dict[str, ContractTerm], summary: ContractSummary, deadline
             spans += t.spans
     if dates:
         out.append(SummarySentence(text=f"The agreement is {' and '.join(dates)}.", spans=spans))
-    if (t := f("expiration_date")) and isinstance(t.value, dict):
-        when = t.value.get("date") or t.value.get("basis")
-        basis = f" ({t.value['basis']})" if t.value.get("date") and t.value.get("basis") != "stated" else ""
-        out.append(SummarySentence(text=f"The initial term ends {when}{basis}.", spans=t.spans))
+    if (t := f("expiration_date")) and isinstance(t.value, dict) and (sentence := _expiration_sentence(t.value)):
+        out.append(SummarySentence(text=sentence, spans=t.spans))
     if (r := f("renewal_term")) and isinstance(r.value, dict):
         term = r.value.get("term")
         kind = "renews automatically" if r.value.get("auto_renewal") else "may be renewed"

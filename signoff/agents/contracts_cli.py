@@ -42,7 +42,8 @@ def _fail(exc: Exception, code: int = 1) -> typer.Exit:
 
 @app.command("train")
 def train(
-    limit: Annotated[int | None, typer.Option(help="Use only the first N dev contracts (quick try).")] = None,
+    limit: Annotated[int | None, typer.Option(
+        help="Use only the first N dev contracts (quick try; at least 3, one per calibration fold).")] = None,
 ) -> None:
     """Fit the clause model on CUAD dev (read in place from SIGNOFF_PUBLIC_DATA_DIR) and save it.
 
@@ -51,8 +52,12 @@ def train(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from signoff.agents.contracts import embedding_cache_dir, model_dir
-    from signoff.llm.clauses import ClauseModel, load_cuad
+    from signoff.llm.clauses import ClauseModel, load_cuad, min_training_contracts
 
+    if limit is not None and limit < min_training_contracts():
+        raise _fail(ValueError(f"--limit {limit}: the clause model needs at least {min_training_contracts()} "
+                               "labelled contracts (one per calibration fold); leave --limit out to use every "
+                               "dev contract"), 2)
     settings = _settings()
     settings.ensure_dirs()
     path = settings.public_data_dir / "contracts" / "cuad_dev.jsonl"
@@ -166,7 +171,8 @@ def print_summary(c: ContractSummary, text: str, proposals: list[Any] | None = N
 @app.command("summarise")
 def summarise(
     file: Annotated[Path | None, typer.Argument(help="A contract file (.txt or .pdf): report only.")] = None,
-    odoo_id: Annotated[int | None, typer.Option("--odoo-id", help="ir.attachment id in Odoo: proposals stored.")]
+    odoo_id: Annotated[int | None, typer.Option("--odoo-id", help="ir.attachment id in Odoo (positive; see "
+                                                                  "`signoff contracts list`): proposals stored.")]
     = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -179,6 +185,9 @@ def summarise(
 
     if (file is None) == (odoo_id is None):
         raise _fail(ValueError("give a FILE or --odoo-id N (one of them)"), 2)
+    if odoo_id is not None and not 0 < odoo_id < 2**31:
+        raise _fail(ValueError(f"no attachment {odoo_id}: an attachment id is a positive integer below 2**31 "
+                               "(`signoff contracts list` shows them)"), 2)
     settings = _settings()
     try:
         if file is not None:

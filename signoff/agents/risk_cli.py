@@ -92,6 +92,8 @@ def train(
     settings = _settings()
     try:
         model = train_risk(settings, source, calibration, c)
+    except DataError as exc:  # bad input: an option, or a malformed Telco row (file:line, column)
+        raise _fail(exc, 2) from exc
     except SignoffError as exc:
         raise _fail(exc) from exc
     print_trained(model, settings)

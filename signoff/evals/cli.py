@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from signoff.config import Settings, get_settings
-from signoff.errors import SignoffError
+from signoff.errors import DataError, SignoffError
 
 console = Console()
 err = Console(stderr=True)
@@ -38,8 +38,17 @@ def _out_path(target: Path | None, suite: str, suffix: str, many: bool) -> Path 
     return target.with_name(f"{target.stem}-{suite}{target.suffix}") if many else target
 
 
+def _check_writable(target: Path) -> None:
+    """``--write-policy`` must name a file in an existing directory (checked before any suite runs)."""
+    if target.is_dir():
+        raise typer.BadParameter(f"--write-policy {target} is a directory; name a policy file (e.g. {target}/"
+                                 "policy.yaml)")
+    parent = target.parent
+    if not parent.is_dir():
+        raise typer.BadParameter(f"--write-policy {target}: directory {parent} does not exist")
+
+
 def _export(settings: Settings, out: Path) -> None:
-    from signoff.errors import DataError
     from signoff.evals.decisions import export_decisions
     from signoff.guardrails.state import state
 
@@ -64,7 +73,8 @@ def eval_command(
     baseline_dir: Annotated[Path | None, typer.Option(
         "--baseline-dir", help="Where baselines live; default: baselines/ next to each suite file.")] = None,
     recommend_thresholds: Annotated[bool, typer.Option(
-        "--recommend-thresholds", help="Recommend min_confidence per action for --target-precision.")] = False,
+        "--recommend-thresholds", help="Recommend min_confidence per action for --target-precision (triage "
+        "suites only; other suites get a note).")] = False,
     target_precision: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Precision the recommended thresholds must reach.")] = 0.95,
     calibration: Annotated[str, typer.Option(
@@ -78,7 +88,7 @@ def eval_command(
     write_policy: Annotated[Path | None, typer.Option(
         "--write-policy", help="Write the recommended thresholds into this policy YAML "
         "(ticket.set_category / ticket.set_team min_confidence, and per class with --per-class; the rest "
-        "kept, comments lost).")] = None,
+        "kept, comments lost). One triage suite; the file's directory must exist.")] = None,
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Ignore a previous partial run of the same suite/model/data and score from scratch.")
     ] = False,
@@ -100,12 +110,13 @@ def eval_command(
     Each suite is compared case by case with its blessed baseline (McNemar for accuracy, paired
     bootstrap otherwise; contracts resample contract/category pairs, renewal accounts). Exit code 1 when
     a metric got significantly worse by more than the suite's tolerance (the message names it), 2 on a
-    suite/data/model error (also: a replayed request missing from its cassette), 0 otherwise. An
+    suite/data/model error (also: a replayed request missing from its cassette; a baseline that is not
+    the shape ``--bless`` writes, checked before any suite runs), 0 otherwise. An
     interrupted triage or contracts run resumes where it stopped when run again.
 
-    ``--recommend-thresholds`` (triage): min_confidence per action at ``--target-precision``;
+    ``--recommend-thresholds`` (triage suites only): min_confidence per action at ``--target-precision``;
     ``--per-class`` adds one per predicted class, and ``--write-policy FILE`` writes them
-    (``min_confidence_by_class``; a class not listed keeps the action's threshold).
+    (``min_confidence_by_class``; a class not listed keeps the action's threshold) for one triage suite.
 
     A suite with ``decisions: file.jsonl`` also reports the recorded human decisions: approval, edit and
     reject rates, the edit distance of human edits, and how often the gate held back what the human then
@@ -125,6 +136,8 @@ def eval_command(
         raise typer.BadParameter("--calibration must be 'dev' or 'suite'")
     if write_policy is not None and not recommend_thresholds:
         raise typer.BadParameter("--write-policy needs --recommend-thresholds")
+    if write_policy is not None:
+        _check_writable(write_policy)
     suites = suites or []
     if not suites and export_decisions is None:
         raise typer.BadParameter("name at least one suite (or give --export-decisions FILE)")
@@ -135,7 +148,16 @@ def eval_command(
         if export_decisions is not None:
             _export(settings, export_decisions)
         loaded = [load_suite(find_suite(s)) for s in suites]
-        for suite in loaded:
+        if write_policy is not None:
+            if len(loaded) != 1:
+                raise typer.BadParameter(f"--write-policy takes exactly one suite, got {len(loaded)}")
+            if loaded[0].agent != "triage":
+                raise typer.BadParameter(f"--recommend-thresholds and --write-policy apply to triage suites only; "
+                                         f"{loaded[0].name} is a {loaded[0].agent} suite")
+        bpaths = [baseline_path(baseline_dir or suite.directory / "baselines", suite.name) for suite in loaded]
+        bases = [None if bless else load_baseline(p) for p in bpaths]  # a broken baseline stops before any run
+        for suite, bpath, base in zip(loaded, bpaths, bases, strict=True):
+            bdir = bpath.parent
             with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), console=console, transient=True) as bar:
                 task = bar.add_task(suite.name, total=None)
@@ -145,11 +167,9 @@ def eval_command(
 
                 run = run_any(suite, settings, progress=progress, fresh=fresh, record=record)
             doc = run.to_json()
-            bdir = baseline_dir or suite.directory / "baselines"
-            bpath = baseline_path(bdir, suite.name)
             if recommend_thresholds and not isinstance(run, SuiteRun):
-                doc["recommendation_note"] = (f"no thresholds recommended: agent {suite.agent} has no "
-                                              "confidence gate here")
+                doc["recommendation_note"] = (f"--recommend-thresholds applies to triage suites only: nothing "
+                                              f"recommended for {suite.name} ({suite.agent})")
             elif recommend_thresholds:
                 with console.status(f"{suite.name}: recommending thresholds"):
                     doc["recommendation"] = recommend(run, settings, target=target_precision,
@@ -159,7 +179,6 @@ def eval_command(
                 path = store_baseline(run, bdir)
                 doc["baseline_note"] = f"blessed as the baseline: {path}"
             else:
-                base = load_baseline(bpath)
                 if base is None:
                     doc["baseline_note"] = f"no baseline at {bpath}: not gated (bless one with --bless)"
                 else:
@@ -168,6 +187,8 @@ def eval_command(
                     doc["comparison"] = cmp_.to_json()
                     regressions += [f"{suite.name}: {c.describe()}" for c in cmp_.regressions]
             print_summary(console, doc)
+            if "recommendation_note" in doc:
+                console.print(f"note: {doc['recommendation_note']}")
             docs.append(doc)
             out = _out_path(json_out, suite.name, ".json", many)
             if out is not None:
@@ -186,8 +207,8 @@ def eval_command(
             console.print(f"wrote {html_out}")
         if write_policy is not None:
             recs = [d["recommendation"] for d in docs if "recommendation" in d]
-            if len(recs) != 1:
-                raise typer.BadParameter("--write-policy takes exactly one suite")
+            if len(recs) != 1:  # checked before the run: one triage suite
+                raise DataError("--write-policy: the suite made no threshold recommendation")
             from signoff.guardrails.policy import DEFAULT_POLICY_PATH
 
             for action, rec in recs[0]["actions"].items():

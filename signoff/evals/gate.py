@@ -21,9 +21,10 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, ValidationError, model_validator
 
 from signoff.errors import DataError
 from signoff.evals import metrics as M
@@ -72,15 +73,107 @@ def bless(run: SuiteRun | PairedRun, baseline_dir: Path) -> Path:
     return path
 
 
+Score = StrictFloat
+"""A number (an int is fine; a string or a bool is not)."""
+
+
+class _Cases(BaseModel):
+    """Per-case columns of a baseline: every column is a list, all of one length, ids unique. Columns a
+    run does not have are kept (the gate names a column mismatch with the run)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: list[str]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> _Cases:
+        lengths = {name: len(col) for name, col in self.__dict__.items()}
+        for name, col in (self.__pydantic_extra__ or {}).items():
+            if not isinstance(col, list):
+                raise ValueError(f"column {name!r} is not a list")
+            lengths[name] = len(col)
+        if len(set(lengths.values())) > 1:
+            raise ValueError("columns of different lengths: " + ", ".join(f"{k} {v}" for k, v in lengths.items()))
+        if len(set(self.id)) != len(self.id):
+            raise ValueError("case ids are not unique")
+        return self
+
+
+class TriageCases(_Cases):
+    gold: list[str]
+    pred: list[str]
+    conf: list[Score]
+    brier: list[Score]
+
+
+class RenewalCases(_Cases):
+    churned: list[Literal[0, 1]]
+    p: list[Score]
+
+
+class ContractsCases(_Cases):
+    category: list[str]
+    n_gold: list[StrictInt]
+    shown: list[list[tuple[Score, StrictBool]]]
+    ranked: list[list[tuple[Score, StrictBool]]]
+    threshold: list[Score | None]
+
+
+CASES: dict[str, type[_Cases]] = {"triage": TriageCases, "renewal": RenewalCases, "contracts": ContractsCases}
+
+
+class Baseline(BaseModel):
+    """What :func:`load_baseline` accepts: the shape :func:`bless` writes (format 1). The summary
+    fields are optional (a mismatch is only a note); ``cases`` must fit the baseline's agent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: Literal[1]
+    agent: Literal["triage", "contracts", "renewal"] = "triage"
+    suite: str | None = None
+    cases: dict[str, Any]
+    model_version: str | None = None
+    dataset_hash: str | None = None
+    suite_hash: str | None = None
+    threshold: Score | None = None
+    class_thresholds: dict[str, Score] | None = None
+
+    @classmethod
+    def check(cls, doc: Any) -> Baseline:
+        """Validate ``doc`` and its ``cases`` against the columns of its agent (:data:`CASES`)."""
+        base = cls.model_validate(doc)
+        CASES[base.agent].model_validate(base.cases)
+        return base
+
+
+def _problem(exc: ValidationError) -> str:
+    """The first few validation errors as ``where: what`` (a baseline has thousands of cases)."""
+    errors = exc.errors()
+    parts = []
+    prefix: tuple[Any, ...] = () if exc.title == Baseline.__name__ else ("cases",)
+    for e in errors[:3]:
+        where = ".".join(str(x) for x in (*prefix, *e["loc"])) or "top level"
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}")
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return "; ".join(parts) + more
+
+
 def load_baseline(path: Path) -> dict[str, Any] | None:
+    """The baseline at ``path`` (None when there is none), validated against :class:`Baseline`; anything
+    unreadable or of the wrong shape is a :class:`DataError` naming the file and saying to re-bless."""
     if not path.is_file():
         return None
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DataError(f"baseline {path} is unreadable: {exc}; re-bless it with --bless") from exc
-    if doc.get("format") != BASELINE_FORMAT or "cases" not in doc:
+    if not isinstance(doc, dict) or doc.get("format") != BASELINE_FORMAT or "cases" not in doc:
         raise DataError(f"baseline {path} has an unknown format; re-bless it with --bless")
+    try:
+        Baseline.check(doc)
+    except ValidationError as exc:
+        raise DataError(f"baseline {path} is malformed ({_problem(exc)}); re-bless it with --bless") from exc
     return dict(doc)
 
 

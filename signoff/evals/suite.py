@@ -158,6 +158,8 @@ class Suite(BaseModel):
     # filled by load_suite
     path: Path = Path(".")
     sha256: str = ""
+    """sha256 of the file's bytes with CRLF line endings read as LF: its content only (not its path, nor
+    a checkout's line-ending conversion), so a baseline blessed on one machine matches on another."""
 
     @field_validator("metrics")
     @classmethod
@@ -230,7 +232,8 @@ def load_suite(path: str | Path) -> Suite:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
         raise DataError(f"suite {p} is invalid:\n{exc}") from exc
-    return suite.model_copy(update={"path": p.resolve(), "sha256": hashlib.sha256(raw).hexdigest()})
+    digest = hashlib.sha256(raw.replace(b"\r\n", b"\n")).hexdigest()
+    return suite.model_copy(update={"path": p.resolve(), "sha256": digest})
 
 
 def find_suite(name_or_path: str, search: Path | None = None) -> Path:

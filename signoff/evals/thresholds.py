@@ -181,11 +181,19 @@ def write_policy(path: Path, recommendation: dict[str, Any], *, base: Path | Non
         written["ticket.set_team"] = data["actions"]["ticket.set_team"]["min_confidence"] = max(
             written["ticket.set_team"], floor)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    try:
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PolicyError(f"cannot write policy {path} (in directory {path.parent}): "
+                          f"{exc.strerror or exc}") from exc
     try:
         load_policy(tmp)
+        os.replace(tmp, path)
     except PolicyError:
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PolicyError(f"cannot write policy {path}: {exc.strerror or exc}") from exc
     return written

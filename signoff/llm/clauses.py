@@ -93,7 +93,10 @@ class LabelledContract:
 
 
 def load_cuad(path: Path, *, limit: int | None = None, ids: Sequence[str] | None = None) -> list[LabelledContract]:
-    """Contracts from ``cuad_dev.jsonl`` / ``cuad_test.jsonl`` (read in place)."""
+    """Contracts from ``cuad_dev.jsonl`` / ``cuad_test.jsonl`` (read in place); ``limit``: the first N
+    (a positive number; None: all)."""
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be a positive number of contracts, not {limit}")
     out: list[LabelledContract] = []
     wanted = set(ids) if ids else None
     try:
@@ -314,10 +317,19 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))
 
 
+#: Folds of the out-of-fold calibration (contracts grouped into folds).
+DEFAULT_FOLDS = 3
+
+
+def min_training_contracts(folds: int = DEFAULT_FOLDS) -> int:
+    """Labelled contracts :meth:`ClauseModel.fit` needs: one per fold (and at least two)."""
+    return max(2, folds)
+
+
 class ClauseModel:
     """Scores chunks per category; ``fit`` on labelled contracts, ``save``/``load`` as a versioned artefact."""
 
-    def __init__(self, *, embedder: Embedder | None = None, c: float = 2.0, folds: int = 3,
+    def __init__(self, *, embedder: Embedder | None = None, c: float = 2.0, folds: int = DEFAULT_FOLDS,
                  cache_dir: Path | None = None, chroma_url: str | None = None, span_ranker: bool = True) -> None:
         self._embedder = embedder
         self.span_ranker = span_ranker
@@ -380,8 +392,9 @@ class ClauseModel:
             if progress is not None:
                 progress(stage, min(1.0, max(0.0, frac)))
 
-        if len(contracts) < max(2, self.folds):
-            raise DataError(f"need at least {max(2, self.folds)} labelled contracts, got {len(contracts)}")
+        if len(contracts) < min_training_contracts(self.folds):
+            raise DataError(f"need at least {min_training_contracts(self.folds)} labelled contracts, "
+                            f"got {len(contracts)}")
         texts: list[str] = []
         chunk_lists: list[list[Chunk]] = []
         vec_parts: list[np.ndarray] = []

@@ -67,6 +67,7 @@ subscriptions, where the Odoo-only features do carry weight.
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -461,49 +462,76 @@ def _yes(value: str) -> float | None:
     return {"Yes": 1.0, "No": 0.0}.get(value.strip())
 
 
+def _cell(row: dict[str, str], column: str) -> str:
+    """A cell, stripped; "" when the column or the cell is missing (a short row reads as None)."""
+    return (row.get(column) or "").strip()
+
+
+def _number(row: dict[str, str], column: str) -> float | None:
+    """A numeric cell: None when empty; anything else that is not a finite number is a :class:`DataError`
+    naming the column (:func:`read_telco` adds the file and line)."""
+    raw = _cell(row, column)
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise DataError(f"{column} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise DataError(f"{column} must be a finite number, got {raw!r}")
+    return value
+
+
 def telco_features(row: dict[str, str]) -> Features:
-    """One Telco row mapped onto the shared features (see the module docstring)."""
+    """One Telco row mapped onto the shared features (see the module docstring). A non-numeric
+    ``tenure`` or ``MonthlyCharges`` is a :class:`DataError` naming the column."""
     feats = empty_features()
-    tenure = row.get("tenure", "").strip()
-    feats["tenure_months"] = float(tenure) if tenure else None
-    charges = row.get("MonthlyCharges", "").strip()
-    feats["recurring_monthly"] = float(charges) if charges else None
-    feats["commitment"] = _COMMITMENT.get(row.get("Contract", "").strip())
-    method = row.get("PaymentMethod", "").strip()
+    feats["tenure_months"] = _number(row, "tenure")
+    feats["recurring_monthly"] = _number(row, "MonthlyCharges")
+    feats["commitment"] = _COMMITMENT.get(_cell(row, "Contract"))
+    method = _cell(row, "PaymentMethod")
     if method:
         automatic = method.endswith("(automatic)")
         feats["auto_pay"] = 1.0 if automatic else 0.0
         feats["payment_method"] = ("automatic" if automatic else "electronic" if method == "Electronic check"
                                    else "paper" if method == "Mailed check" else None)
-    feats["paperless_billing"] = _yes(row.get("PaperlessBilling", ""))
-    addons = [row.get(c, "").strip() for c in _ADDONS]
+    feats["paperless_billing"] = _yes(_cell(row, "PaperlessBilling"))
+    addons = [_cell(row, c) for c in _ADDONS]
     feats["addons_count"] = float(sum(v == "Yes" for v in addons)) if all(addons) else None
-    support = row.get("TechSupport", "").strip()
+    support = _cell(row, "TechSupport")
     feats["support_plan"] = 1.0 if support == "Yes" else 0.0 if support else None
-    security = row.get("OnlineSecurity", "").strip()
+    security = _cell(row, "OnlineSecurity")
     feats["security_addon"] = 1.0 if security == "Yes" else 0.0 if security else None
-    streaming = [row.get(c, "").strip() for c in ("StreamingTV", "StreamingMovies")]
+    streaming = [_cell(row, c) for c in ("StreamingTV", "StreamingMovies")]
     feats["streaming_addons"] = float(sum(v == "Yes" for v in streaming)) if all(streaming) else None
-    feats["product_line"] = _PRODUCT.get(row.get("InternetService", "").strip())
-    lines = row.get("MultipleLines", "").strip()
+    feats["product_line"] = _PRODUCT.get(_cell(row, "InternetService"))
+    lines = _cell(row, "MultipleLines")
     feats["multi_seat"] = 1.0 if lines == "Yes" else 0.0 if lines in ("No", "No phone service") else None
     return feats
 
 
 def read_telco(path: Path) -> tuple[list[str], list[Features], list[int]]:
-    """(customer ids, features, labels 1 = churned) of a Telco CSV, read in place."""
+    """(customer ids, features, labels 1 = churned) of a Telco CSV, read in place. A malformed row is a
+    :class:`DataError` naming ``file:line`` and the column."""
     try:
         with path.open(encoding="utf-8", newline="") as fh:
             rows = list(csv.DictReader(fh))
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a readable CSV file: {exc}") from exc
     ids, feats, labels = [], [], []
     for n, row in enumerate(rows, 2):
-        churn = (row.get("Churn") or "").strip()
+        churn = _cell(row, "Churn")
         if churn not in ("Yes", "No"):
             raise DataError(f"{path}:{n}: Churn must be Yes or No, got {churn!r}")
         ids.append(row.get("customerID") or str(n))
-        feats.append(telco_features(row))
+        try:
+            feats.append(telco_features(row))
+        except DataError as exc:
+            raise DataError(f"{path}:{n}: {exc}") from exc
         labels.append(1 if churn == "Yes" else 0)
     return ids, feats, labels
 

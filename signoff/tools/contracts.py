@@ -16,7 +16,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from signoff.errors import DataError
+from signoff.errors import DataError, OdooMissingError
 from signoff.integrations.odoo import OdooReader
 
 #: Bumped whenever chunking changes (cached embeddings and trained models carry it).
@@ -94,9 +94,12 @@ def load_file(path: Path) -> ContractSource:
 
 def load_attachment(reader: OdooReader, attachment_id: int, *, db: str) -> ContractSource:
     """A contract attached in Odoo: metadata first (type, size, owner record), then ``datas``."""
-    rows = reader.read("ir.attachment", [attachment_id], ATTACHMENT_META)
+    try:
+        rows = reader.read("ir.attachment", [attachment_id], ATTACHMENT_META)
+    except OdooMissingError as exc:  # Odoo's "Record does not exist ... (Record: ir.attachment(N,), User: 3)"
+        raise OdooMissingError(f"no attachment {attachment_id}", name=exc.name) from exc
     if not rows:
-        raise DataError(f"ir.attachment({attachment_id}) not found")
+        raise DataError(f"no attachment {attachment_id}")
     meta = rows[0]
     size = int(meta.get("file_size") or 0)
     if size > MAX_ATTACHMENT_BYTES:
