@@ -132,6 +132,32 @@ def test_a_fresh_execution_elsewhere_is_left_alone(odoo: InMemoryOdoo) -> None:
     assert executor.execute(p.id).state == "executing" and writer.writes == 0
 
 
+def test_a_stalled_worker_taken_over_by_a_recovery_does_not_write_again(odoo: InMemoryOdoo) -> None:
+    """Worker A claims, then stalls (a database restart) past the stale bound just before its write; a recovery
+    claims it, reads Odoo (not written), writes. When A wakes up it sees it was superseded: one write."""
+    writer = FlakyWriter(odoo.writer(), 0)
+    store = InMemoryApprovalStore()
+
+    class StallingAudit(InMemoryAuditLog):
+        stalled = False
+
+        def append(self, kind: str, subject: str, actor: str, data: Any = None, **kw: Any) -> Any:
+            event = super().append(kind, subject, actor, data, **kw)
+            if kind == "execution.intent" and not self.stalled:
+                self.stalled = True  # A's stall: meanwhile the recovery runs to the end
+                recovery = Executor(store, self, lambda: writer, sleep=lambda _: None, stale_after=0)
+                assert recovery.execute(subject).state == "executed"
+            return event
+
+    audit = StallingAudit()
+    worker_a = Executor(store, audit, lambda: writer, sleep=lambda _: None, stale_after=0)
+    p = approved(store, a_ticket(odoo))
+    assert worker_a.execute(p.id).state == "executed"
+    assert writer.writes == 1
+    kinds = [e.kind for e in audit.trail(p.id)]
+    assert kinds.count("execution.superseded") == 1 and kinds.count("execution.succeeded") == 1, kinds
+
+
 def test_concurrent_executions_write_once(odoo: InMemoryOdoo) -> None:
     writer = FlakyWriter(odoo.writer(), 0)
     executor, store, _ = make(odoo, writer)

@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -841,7 +842,7 @@ def run(trials: int, seed: int, minutes: float, *, work: Path | None = None, qui
          not any("lost" in f or "not by design" in f for f in failures)),
         ("one triage per ticket despite duplicate events", not any("triaged" in f or "duplicate triage" in f
                                                                    for f in failures)),
-        ("one decision per proposal", not any(" decided " in f for f in failures)),
+        ("one decision per proposal", not any(re.search(r" decided \d+ times", f) for f in failures)),
         ("audit chain intact", not any(f.startswith("audit chain") for f in failures)),
         ("no PII in model inputs, Slack, logs, checkpoints or state", not tally.leaks),
         ("no unexpected answers", not failures),

@@ -98,6 +98,16 @@ class Executor:
             self.audit.append("execution.intent", proposal_id, ACTOR,
                               {"attempt": attempt, "action": claimed.action, "target": claimed.target_id,
                                "args": args}, thread_id=thread)
+            # Still ours? A worker that stalled (a database restart, a paused VM) past the stale bound may
+            # have been taken over by a recovery that has written already: then it must not write too.
+            now = self.store.get(proposal_id)
+            if now.state != "executing" or now.attempts != attempt:
+                self.audit.append("execution.superseded", proposal_id, ACTOR,
+                                  {"attempt": attempt, "now": {"state": now.state, "attempt": now.attempts}},
+                                  thread_id=thread)
+                log.warning("execution of %s (attempt %d) was taken over (%s, attempt %d): not writing",
+                            proposal_id, attempt, now.state, now.attempts)
+                return now
             try:
                 self._crash("before_write")
                 result = action.apply(self.writer, claimed.target_id, args, marker_id=claimed.id)
@@ -112,8 +122,8 @@ class Executor:
                                   {"attempt": attempt, "error": str(exc)}, thread_id=thread)
                 self.sleep(self.backoff * 2 ** (attempt - 1))
                 attempt += 1
-                bumped = self.store.transition(proposal_id, ("executing",), attempts=attempt,
-                                               executing_since=utcnow(), error=str(exc))
+                bumped = self.store.transition(proposal_id, ("executing",), expect={"attempts": attempt - 1},
+                                               attempts=attempt, executing_since=utcnow(), error=str(exc))
                 if bumped is None:
                     return self.store.get(proposal_id)
                 # A timeout can come after Odoo applied the write: read back before writing again.

@@ -46,6 +46,10 @@ def serve(
                                         ("SIGNOFF_SLACK_BOT_TOKEN", settings.slack_bot_token)) if not value]
     if missing:
         typer.echo(f"note: {', '.join(missing)} unset: those endpoints answer 503", err=True)
+    if settings.executor_stale_seconds < settings.odoo_timeout + 5:
+        typer.echo(f"warning: SIGNOFF_EXECUTOR_STALE_SECONDS={settings.executor_stale_seconds:g} is not above "
+                   f"SIGNOFF_ODOO_TIMEOUT={settings.odoo_timeout:g} (+5 s): a write still in flight may be taken "
+                   "over by the sweep and sent to Odoo twice; keep it above (default 60)", err=True)
     if settings.database_url:  # fail now, with the cause, rather than inside uvicorn's startup
         from signoff.guardrails.pgcheck import check_database_url
 
