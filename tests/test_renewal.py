@@ -800,6 +800,10 @@ def test_runs_checks_partner_ids_as_the_cli_does_and_skips_a_partner_without_sub
     assert replayed.status_code == 200 and replayed.json() == skipped.json()
     assert replayed.headers.get("Idempotent-Replayed") == "true"
     assert len(live.svc.rt.audit.trail()) == events and live.svc.rt.store.find() == [], "no run, nothing audited"
+    for _ in range(2):  # a partner Odoo does not have: refused at once, every time, nothing started or audited
+        missing = start({"agent": "renewal", "input": {"partner_id": 999999}})
+        assert missing.status_code == 422 and "no partner 999999 in Odoo" in missing.text, missing.text
+    assert len(live.svc.rt.audit.trail()) == events
     accepted = start({"agent": "renewal", "input": {"partner_id": partner_id(live.svc.rt.reader, "Initech")}})
     assert accepted.status_code == 202 and accepted.json()["reason"] is None, accepted.text
     view = live.http.get(live.url + accepted.json()["links"]["run"], headers=auth)

@@ -146,6 +146,9 @@ def test_several_workers_starting_at_once_migrate_without_deadlock(postgres_url:
     ("mysql://root@127.0.0.1:3306/test", "not a PostgreSQL connection string"),
     ("postgresql://postgres:s3cret@127.0.0.1:1/signoff", "Connection refused"),
     ("postgresql://postgres:s3cret@127.0.0.1:5432/signoff_no_such_db_here", "does not exist"),
+    ("postgressql://postgres:s3cret@127.0.0.1:5432/signoff", "it starts with 'postgressql://'"),
+    ("postgresql://postgres:s3cret@127.0.0.1:5432/postgres?options=-c%20search_path%3Dno_such_schema",
+     "names no schema that exists"),
 ])
 def test_a_bad_database_url_fails_fast_with_its_cause(url: str, says: str, postgres_db: str, tmp_path: Path) -> None:
     """The CLI and `signoff serve` name the cause within seconds (no 30 s pool timeout, no traceback, no
@@ -156,8 +159,9 @@ def test_a_bad_database_url_fails_fast_with_its_cause(url: str, says: str, postg
     import time
 
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_")},
-           "SIGNOFF_DATABASE_URL": url, "SIGNOFF_DATA_DIR": str(tmp_path), "NO_PROXY": "127.0.0.1,localhost"}
-    for args in (["approvals", "list"], ["serve", "--port", "0"]):
+           "SIGNOFF_DATABASE_URL": url, "SIGNOFF_DATA_DIR": str(tmp_path), "NO_PROXY": "127.0.0.1,localhost",
+           "COLUMNS": "250"}
+    for args in (["approvals", "list"], ["serve", "--port", "0"], ["db", "status"]):
         started = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "signoff.cli", *args], env=env, capture_output=True, text=True,
                               timeout=60)

@@ -401,9 +401,12 @@ class RenewalRunner:
     def has_subscription(self, partner_id: int) -> bool:
         """Whether there is anything to score: False for a partner Odoo has without a subscription (the
         company itself, a bot, a contact), as :meth:`run` skips it; True when the account cannot be read
-        (the run reads it again and records why it failed)."""
+        for another reason (the run reads it again and records why it failed). Raises
+        :class:`OdooMissingError` when Odoo has no such partner."""
         try:
             return self.services.account(partner_id).subscription_id is not None
+        except OdooMissingError:
+            raise
         except SignoffError:
             return True
 

@@ -40,11 +40,18 @@ def _connect(url: str | None) -> Iterator[Connection[Any] | None]:
     if not url:
         yield None
         return
+    from signoff.errors import ConfigError
+    from signoff.guardrails.pgcheck import check_database_url
+
     try:
+        check_database_url(url)  # the cause in seconds, no password (as every other command)
         conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    except ConfigError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
     except psycopg.Error as exc:
         err.print(f"[bold red]error:[/] cannot connect to the database: {type(exc).__name__}: {exc}")
-        raise typer.Exit(1) from exc
+        raise typer.Exit(2) from exc
     with conn:
         yield conn
 
@@ -55,7 +62,10 @@ def _sqlite_note() -> None:
 
 @app.command("status")
 def status(url: UrlOpt = None) -> None:
-    """List the migrations, applied (when) or pending. Changes nothing."""
+    """List the migrations, applied (when) or pending. Changes nothing.
+
+    Exit 0 when all are applied, 3 when some are pending (a deployment script can check it), 2 when the
+    database cannot be used."""
     from signoff.guardrails.postgres import LEGACY_TABLE, _in_current_schema, migration_status
 
     with _connect(url) as conn:

@@ -28,13 +28,18 @@ def check_database_url(url: str, *, timeout: int = 5) -> None:
     """Connect once; raise :class:`ConfigError` with the cause when the URL cannot be used."""
     try:
         conninfo = make_conninfo(url, connect_timeout=str(timeout))
-    except psycopg.ProgrammingError as exc:
+    except psycopg.ProgrammingError:  # its message quotes the whole string, password included: not shown
+        scheme = url.split("://", 1)[0] + "://" if "://" in url else None
+        hint = f" (it starts with {scheme!r})" if scheme and scheme not in ("postgresql://", "postgres://") else ""
         raise ConfigError(
-            "SIGNOFF_DATABASE_URL is not a PostgreSQL connection string (postgresql://user:password@host:5432/db "
-            f"or 'host=... dbname=...'): {exc}") from None
+            "SIGNOFF_DATABASE_URL is not a PostgreSQL connection string: use postgresql://user:password@host:5432/db "
+            f"or 'host=... dbname=...'{hint}") from None
     try:
-        with psycopg.connect(conninfo, autocommit=True):
-            pass
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            schema = conn.execute("SELECT current_schema()").fetchone()
     except psycopg.Error as exc:
         cause = " ".join(str(exc).split()) or type(exc).__name__
         raise ConfigError(f"cannot connect to SIGNOFF_DATABASE_URL ({describe_url(url)}): {cause}") from None
+    if not schema or schema[0] is None:
+        raise ConfigError(f"SIGNOFF_DATABASE_URL ({describe_url(url)}): its search_path names no schema that "
+                          "exists in the database; create the schema first (CREATE SCHEMA ...) or fix options=")

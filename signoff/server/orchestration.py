@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from signoff.config import Settings
 from signoff.domain import canonical_json, check_odoo_id, utcnow
-from signoff.errors import ConfigError, DataError
+from signoff.errors import ConfigError, DataError, OdooMissingError
 from signoff.integrations.webhooks_in import AGENT_INPUTS, load_mapping
 from signoff.integrations.webhooks_out import (
     EVENT_TYPES,
@@ -326,8 +326,11 @@ class Orchestration:
         from signoff.agents.renewal import NO_SUBSCRIPTION, renewal_runner
 
         with renewal_runner(self.svc.rt) as runner:
-            if not runner.has_subscription(partner_id):  # the company itself, a bot, a contact
-                return "skipped", None, NO_SUBSCRIPTION
+            try:
+                if not runner.has_subscription(partner_id):  # the company itself, a bot, a contact
+                    return "skipped", None, NO_SUBSCRIPTION
+            except OdooMissingError:  # answered at once: no run started, nothing audited
+                raise DataError(f"no partner {partner_id} in Odoo") from None
             thread = runner.current_thread(partner_id)  # one run per account and renewal cycle
         with self._guard:
             if thread in self._inflight:
@@ -475,7 +478,8 @@ async def start_run(body: RunIn, request: Request, principal: Annotated[Principa
     """Start a run of an agent on one Odoo record, in the background (scope ``start``).
 
     ``triage`` takes ``{"ticket_id": N}``, ``renewal`` ``{"partner_id": N}`` (Odoo ids: positive, below
-    2**31, else 422). One run per record: a second start answers 200 ``duplicate`` with the same thread id.
+    2**31, else 422; a partner Odoo does not have is a 422 "no partner N in Odoo", no run started). One run
+    per record: a second start answers 200 ``duplicate`` with the same thread id.
     A partner without a subscription answers 200 ``skipped`` with ``reason`` "no subscription: nothing to
     score" and no thread or links (no run, as the CLI). With an idempotency key (body field
     or header ``Idempotency-Key``) a repeated request gets the first answer again (header
