@@ -158,6 +158,42 @@ def test_a_stalled_worker_taken_over_by_a_recovery_does_not_write_again(odoo: In
     assert kinds.count("execution.superseded") == 1 and kinds.count("execution.succeeded") == 1, kinds
 
 
+def test_a_claim_renewed_before_the_write_does_not_look_stale_while_it_is_in_flight(odoo: InMemoryOdoo) -> None:
+    """A stalls longer than the stale bound *before* its write (its claim is old), then writes slowly; a recovery
+    arriving during that write must find the claim fresh (renewed right before the write) and leave it."""
+    import time
+
+    store, inner = InMemoryApprovalStore(), odoo.writer()
+
+    class StallingAudit(InMemoryAuditLog):
+        def append(self, kind: str, subject: str, actor: str, data: Any = None, **kw: Any) -> Any:
+            if kind == "execution.intent":
+                time.sleep(0.6)  # longer than the 0.5 s stale bound
+            return super().append(kind, subject, actor, data, **kw)
+
+    audit = StallingAudit()
+
+    class InFlightWriter:
+        writes, seen_by_recovery = 0, ""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(inner, name)
+
+        def write(self, model: str, ids: Sequence[int], vals: Mapping[str, Any]) -> bool:
+            if not self.seen_by_recovery:  # a recovery runs while this write is in flight
+                self.seen_by_recovery = "running"
+                recovery = Executor(store, InMemoryAuditLog(), lambda: self, sleep=lambda _: None, stale_after=0.5)
+                self.seen_by_recovery = recovery.execute(p.id).state
+            self.writes += 1
+            return inner.write(model, ids, vals)
+
+    writer = InFlightWriter()
+    p = approved(store, a_ticket(odoo))
+    worker = Executor(store, audit, lambda: writer, sleep=lambda _: None, stale_after=0.5)
+    assert worker.execute(p.id).state == "executed"
+    assert writer.seen_by_recovery == "executing" and writer.writes == 1
+
+
 def test_concurrent_executions_write_once(odoo: InMemoryOdoo) -> None:
     writer = FlakyWriter(odoo.writer(), 0)
     executor, store, _ = make(odoo, writer)

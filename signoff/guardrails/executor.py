@@ -98,10 +98,14 @@ class Executor:
             self.audit.append("execution.intent", proposal_id, ACTOR,
                               {"attempt": attempt, "action": claimed.action, "target": claimed.target_id,
                                "args": args}, thread_id=thread)
-            # Still ours? A worker that stalled (a database restart, a paused VM) past the stale bound may
-            # have been taken over by a recovery that has written already: then it must not write too.
-            now = self.store.get(proposal_id)
-            if now.state != "executing" or now.attempts != attempt:
+            # Still ours? Renew the claim (compare-and-set on the attempt) right before the write: a worker
+            # that stalled (a database restart, a paused VM) past the stale bound and was taken over by a
+            # recovery must not write too; and a renewed claim cannot look stale while this write is in flight
+            # (it lasts at most the Odoo timeout, which the stale bound must exceed).
+            renewed = self.store.transition(proposal_id, ("executing",), expect={"attempts": attempt},
+                                            executing_since=utcnow())
+            if renewed is None:
+                now = self.store.get(proposal_id)
                 self.audit.append("execution.superseded", proposal_id, ACTOR,
                                   {"attempt": attempt, "now": {"state": now.state, "attempt": now.attempts}},
                                   thread_id=thread)
