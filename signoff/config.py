@@ -6,6 +6,9 @@ Every setting is an environment variable prefixed ``SIGNOFF_`` (or a line in ``.
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The public labelled data sits beside the checkout (``../shared/data``); CI has it there too.
+log = logging.getLogger(__name__)
 _DEFAULT_PUBLIC_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
@@ -165,6 +169,26 @@ class Settings(BaseSettings):
         self.models_path.mkdir(parents=True, exist_ok=True)
 
 
+#: ``SIGNOFF_*`` variables that are not settings but switches of the test suite and tools.
+TOOL_VARIABLES = ("SIGNOFF_TEST_", "SIGNOFF_LLM_LIVE", "SIGNOFF_RECORD_CASSETTES")
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``SIGNOFF_*`` environment variables that name no setting (a typo is otherwise silently ignored),
+    each with the closest setting when there is one."""
+    import difflib
+
+    known = [f"SIGNOFF_{name.upper()}" for name in Settings.model_fields]
+    out = []
+    for var in sorted(environ if environ is not None else os.environ):
+        if var.startswith("SIGNOFF_") and var not in known and not var.startswith(TOOL_VARIABLES):
+            close = difflib.get_close_matches(var, known, n=1)
+            out.append(f"{var} is not a Signoff setting (ignored)" + (f"; did you mean {close[0]}?" if close else ""))
+    return out
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
+    for problem in unknown_variables():
+        log.warning("%s", problem)
     return Settings()

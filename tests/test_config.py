@@ -26,3 +26,20 @@ def test_settings_read_the_environment_and_hide_secrets(monkeypatch: pytest.Monk
     assert isinstance(settings.odoo_password, SecretStr)
     assert "s3cret-key" not in repr(settings)
     assert settings.models_path == tmp_path / "models"
+
+
+def test_a_mistyped_setting_is_named_not_silently_ignored() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from signoff.config import unknown_variables
+
+    assert unknown_variables({"SIGNOFF_DATABSE_URL": "x", "SIGNOFF_ODOO_URL": "y", "SIGNOFF_TEST_SERVE_DB": "z",
+                              "OTHER": "w"}) == [
+        "SIGNOFF_DATABSE_URL is not a Signoff setting (ignored); did you mean SIGNOFF_DATABASE_URL?"]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_")}, "SIGNOFF_SWEEP_SECOND": "5",
+           "SIGNOFF_DATA_DIR": "/tmp/signoff-config-test"}
+    out = subprocess.run([sys.executable, "-m", "signoff.cli", "approvals", "list"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "did you mean SIGNOFF_SWEEP_SECONDS?" in out.stderr, out.stderr
