@@ -361,8 +361,14 @@ def _decide(decision: Decision) -> None:
             console.print(f"{_short(p)} [bold]{p.state}[/] by {p.decided_by}")
             _note_siblings(rt, p)
             from signoff.agents.renewal import resume_thread
+            from signoff.agents.runner import held_run
 
-            result = resume_thread(rt, p.thread_id, decision.actor)
+            with held_run(rt.store, p.thread_id) as mine:  # never resumed by two processes at once
+                if not mine:
+                    console.print(f"another process (a server worker or a CLI) is resuming {p.thread_id}; "
+                                  "it finishes the run (see `signoff audit`)")
+                    return
+                result = resume_thread(rt, p.thread_id, decision.actor)
             siblings = rt.store.find(thread_id=p.thread_id)
             if result is None:
                 left = [x for x in siblings if x.state == "pending"]

@@ -216,6 +216,13 @@ def test_sweep_finishes_a_write_a_killed_cli_left_executing_once_its_claim_is_st
     assert len(interrupted) == 1 and ticket_writes(odoo_standin) == []
     pid = interrupted[0].id
 
+    # The dead CLI still holds the run's claim: no sweep resumes the run under it (a live CLI would be
+    # writing). Its claim goes stale after CLAIM_SECONDS (here: released, as the trials age claims).
+    swept = live.api("POST", "/api/sweep").json()
+    assert (swept["resumed"], swept["recovered"]) == (0, 0), swept
+    assert ticket_writes(odoo_standin) == []
+    store.release(thread)
+
     # Not stale yet: the run is resumed (its other writes happen), this write is left alone, on every sweep.
     for expect_resumed in (1, 0):
         swept = live.api("POST", "/api/sweep").json()

@@ -9,6 +9,9 @@ finishes runs a crash left behind.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,6 +23,7 @@ from signoff.agents.approval_steps import UNFINISHED, finish_writes
 from signoff.agents.triage import TriageServices, TriageState, build_graph
 from signoff.domain import Proposal, Ticket, Triage
 from signoff.errors import SignoffError
+from signoff.guardrails.store import ApprovalStore
 
 log = logging.getLogger(__name__)
 RunStatus = Literal["paused", "done", "duplicate", "failed"]
@@ -27,6 +31,25 @@ RunStatus = Literal["paused", "done", "duplicate", "failed"]
 CLAIM_SECONDS = 300.0
 #: Checkpoints are written before the next step starts, so a kill -9 never loses a finished step.
 DURABILITY: Literal["sync"] = "sync"
+
+
+@contextmanager
+def held_run(store: ApprovalStore, thread_id: str, *, wait: float = 10.0) -> Iterator[bool]:
+    """Hold the run's claim across processes for the block (the one a first run holds), waiting up to ``wait``
+    s while another process holds it; yields False, holding nothing, if it is still held then. A killed
+    holder's claim goes stale after :data:`CLAIM_SECONDS`. Resumes hold it, so a run is never resumed by two
+    processes (a CLI decision and a server sweep) at once."""
+    deadline = time.monotonic() + wait
+    while not store.claim(thread_id, stale_after=CLAIM_SECONDS):
+        if time.monotonic() > deadline:
+            log.info("run %s is held by another process", thread_id)
+            yield False
+            return
+        time.sleep(0.05)
+    try:
+        yield True
+    finally:
+        store.release(thread_id)
 
 
 @dataclass

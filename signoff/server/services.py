@@ -195,18 +195,6 @@ class ServerServices:
         result = self.resume(p.thread_id, actor=decision.actor)
         return self.rt.store.get(p.id), result
 
-    def _claim_run(self, thread_id: str, wait: float) -> bool:
-        """Hold the run's claim (across processes), waiting up to ``wait`` s while another process holds it."""
-        from signoff.agents.runner import CLAIM_SECONDS
-
-        deadline = time.monotonic() + wait
-        while not self.rt.store.claim(thread_id, stale_after=CLAIM_SECONDS):
-            if time.monotonic() > deadline:
-                log.info("run %s is held by another process; the sweep will finish it", thread_id)
-                return False
-            time.sleep(0.05)
-        return True
-
     def resume(self, thread_id: str, *, actor: str, wait: float | None = None) -> RunResult | None:
         """Resume the run if it is ready (None if not, or if another process holds it after ``wait`` s;
         default ``claim_wait``). A killed process's hold goes stale after ``runner.CLAIM_SECONDS``."""
@@ -222,14 +210,12 @@ class ServerServices:
     def _resume(self, thread_id: str, *, actor: str, wait: float,
                 writes: bool) -> tuple[RunResult | None, list[Proposal]]:
         from signoff.agents.renewal import recover_thread
+        from signoff.agents.runner import held_run
 
-        with self.lock(thread_id):
-            if not self._claim_run(thread_id, wait):
+        with self.lock(thread_id), held_run(self.rt.store, thread_id, wait=wait) as mine:
+            if not mine:  # another process (a worker, a CLI decision) is on it; the sweep finishes it later
                 return None, []
-            try:
-                result, handed = recover_thread(self.rt, thread_id, actor, writes=writes)
-            finally:
-                self.rt.store.release(thread_id)
+            result, handed = recover_thread(self.rt, thread_id, actor, writes=writes)
         if result is not None:
             self.metrics.runs.inc("resumed_" + result.status)
         if result is not None or handed:
