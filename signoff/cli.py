@@ -10,9 +10,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from signoff.config import Settings, get_settings
 from signoff.domain import PRIORITY_NAMES, Decision, Proposal
@@ -176,8 +178,14 @@ def triage(
     for a human in `signoff approvals`; low-confidence tickets go to human triage with the reason.
     """
     from signoff.agents.services import open_runtime
+    from signoff.domain import check_odoo_id
     from signoff.tools.tickets import read_ticket_file, untriaged_ticket_ids
 
+    for tid in ticket or []:
+        try:
+            check_odoo_id(tid, "ticket")
+        except ValueError as exc:
+            raise _fail(exc, 2) from exc
     settings = _settings()
     try:
         with open_runtime(settings) as rt:
@@ -278,7 +286,7 @@ def approvals_list(
     console.print(table)
     if state == "pending" and rows:
         console.print(f"decide with: signoff approvals approve ID --as {_approver_hint(settings, rows)}   "
-                      "(or: edit ID --set key=value, reject ID --reason ...)")
+                      "(or: edit ID --as WHO --set key=value, reject ID --as WHO --reason ...)")
 
 
 def _approver_hint(settings: Settings, rows: list[Proposal]) -> str:
@@ -309,13 +317,14 @@ def approvals_show(proposal: Annotated[str, typer.Argument(help="Proposal id or 
             p = st.store.get(resolve_id(st.store, proposal))
     except SignoffError as exc:
         raise _fail(exc) from exc
+    e = escape  # stored text (reasons, args, results, Odoo markers like [signoff:p_...]) is shown literally
     lines = [
-        f"[bold]{p.action}[/] on {p.target_model}({p.target_id})   state: [bold]{p.state}[/]",
-        f"write: {p.target_model}({p.target_id}) {_describe(p)}",
-        f"why: {p.rationale}",
+        f"[bold]{e(p.action)}[/] on {e(p.target_model)}({p.target_id})   state: [bold]{p.state}[/]",
+        f"write: {e(p.target_model)}({p.target_id}) {e(_describe(p))}",
+        f"why: {e(p.rationale)}",
         f"confidence: {p.confidence:.3f}" if p.confidence is not None else "confidence: explicit rule",
-        f"approvers: {p.approver_group}   channel: {p.channel}   policy: {p.policy_version}   "
-        f"model: {p.model_version}",
+        f"approvers: {e(p.approver_group)}   channel: {e(str(p.channel))}   policy: {e(str(p.policy_version))}   "
+        f"model: {e(str(p.model_version))}",
         f"expires: {p.expires_at}",
     ]
     from signoff.guardrails.actions import ACTIONS
@@ -324,24 +333,25 @@ def approvals_show(proposal: Annotated[str, typer.Argument(help="Proposal id or 
     editable = getattr(action, "editable", None)
     if p.state == "pending" and action is not None:
         fields = editable if editable is not None else tuple(p.args)
-        lines.append("editable: " + ", ".join(fields) + "   (signoff approvals edit ID --set key=value)")
+        lines.append("editable: " + e(", ".join(fields)) + "   (signoff approvals edit ID --as WHO --set key=value)")
     for n in p.evidence[:5]:
         if "contribution" in n:  # a renewal proposal: the risk model's drivers
             delta = float(n.get("delta") or 0.0) * 100
             lines.append(f"  driver {float(n['contribution']):+.2f} log-odds ({delta:+.1f} pts): "
-                         f"{textwrap.shorten(str(n.get('text') or n.get('label', '')), 160, placeholder=' …')}")
+                         + e(textwrap.shorten(str(n.get('text') or n.get('label', '')), 160, placeholder=' …')))
         else:
-            lines.append(f"  similar ({n.get('similarity', 0):.2f}, {n.get('label')}): "
-                         f"{textwrap.shorten(str(n.get('text', '')), 100, placeholder=' …')}")
+            lines.append(f"  similar ({n.get('similarity', 0):.2f}, {e(str(n.get('label')))}): "
+                         + e(textwrap.shorten(str(n.get('text', '')), 100, placeholder=' …')))
     if p.decided_by:
-        lines.append(f"decided by {p.decided_by} at {p.decided_at}" + (f": {p.decision_reason}" if p.decision_reason
-                                                                          else ""))
+        lines.append(f"decided by {e(p.decided_by)} at {p.decided_at}"
+                     + (f": {e(p.decision_reason)}" if p.decision_reason else ""))
     if p.edited_args is not None:
-        lines.append(f"edited: {p.args} -> {p.edited_args} (the rationale above is the agent's, for {p.args})")
+        lines.append(f"edited: {e(str(p.args))} -> {e(str(p.edited_args))} (the rationale above is the agent's, "
+                     f"for {e(str(p.args))})")
     if p.result:
-        lines.append(f"result: {json.dumps(p.result)}")
+        lines.append(f"result: {e(json.dumps(p.result))}")
     if p.error:
-        lines.append(f"[red]error: {p.error}[/]")
+        lines.append(f"[red]error: {e(p.error)}[/]")
     console.print(Panel("\n".join(lines), title=p.id))
 
 
@@ -358,7 +368,8 @@ def _decide(decision: Decision) -> None:
             except AlreadyDecided as exc:
                 console.print(f"[yellow]already decided:[/] {exc}; nothing changed")
                 raise typer.Exit(3) from exc
-            console.print(f"{_short(p)} [bold]{p.state}[/] by {p.decided_by}")
+            console.print(f"{_short(p)} [bold]{p.state}[/] by {p.decided_by}" + (
+                escape(f" with edits: {p.edited_args}") if p.edited_args is not None else ""))
             _note_siblings(rt, p)
             from signoff.agents.renewal import resume_thread
             from signoff.agents.runner import held_run
@@ -572,6 +583,9 @@ def audit(
             seen = {e.seq: e for t in sorted(threads) for e in log.trail(t)}
             events = [seen[k] for k in sorted(seen)]
         newest = log.trail()[-1].hash[:16] if n else ""
+    if subject and not events:
+        raise _fail(ValueError(f"no audit events for {subject!r} (a thread like ticket:{settings.odoo_db}:42, a "
+                               "ticket id, or a proposal id; `signoff audit` alone shows every event)"), 1)
     if as_json:
         for e in events:
             print(e.model_dump_json())
@@ -582,10 +596,12 @@ def audit(
     cols = ("#", "at", "kind", "actor", "data") if subject else ("#", "at", "kind", "subject", "actor", "data")
     for col in cols:
         table.add_column(col, overflow="fold", ratio=4 if col == "data" else None)
-    for e in events:
-        row = [str(e.seq), e.at.strftime("%m-%d %H:%M:%S"), e.kind, e.actor, json.dumps(e.data)[:240]]
+    for e in events:  # Text cells: stored data is shown literally, never read as rich markup
+        data = json.dumps(e.data)
+        row = [Text(str(e.seq)), Text(e.at.strftime("%m-%d %H:%M:%S")), Text(e.kind), Text(e.actor),
+               Text(data if len(data) <= 240 else data[:239] + "…")]
         if not subject:
-            row.insert(3, e.subject[:26])
+            row.insert(3, Text(e.subject[:26]))
         table.add_row(*row)
     console.print(table)
     if broken:

@@ -169,8 +169,10 @@ class Settings(BaseSettings):
         self.models_path.mkdir(parents=True, exist_ok=True)
 
 
-#: ``SIGNOFF_*`` variables that are not settings but switches of the test suite and tools.
-TOOL_VARIABLES = ("SIGNOFF_TEST_", "SIGNOFF_LLM_LIVE", "SIGNOFF_RECORD_CASSETTES")
+#: ``SIGNOFF_*`` variables that are not settings: CLI option defaults (``--as``, a new inbox password) and
+#: switches of the test suite and tools.
+TOOL_VARIABLES = ("SIGNOFF_APPROVER", "SIGNOFF_INBOX_NEW_PASSWORD", "SIGNOFF_TEST_", "SIGNOFF_LLM_LIVE",
+                  "SIGNOFF_RECORD_CASSETTES")
 
 
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:

@@ -170,6 +170,30 @@ def test_reject_records_the_reason_and_writes_nothing(rt: Runtime, odoo_standin:
     assert len(rejected) == len(proposals) and rejected[0].data["reason"] == "wrong queue"
 
 
+def test_cli_shows_stored_text_literally_and_refuses_bad_ids_and_unknown_subjects(
+    rt: Runtime, triage_settings: Settings
+) -> None:
+    """Reasons, args and Odoo markers like [signoff:p_...] are printed as stored (never read as rich markup);
+    a ticket id out of range is refused up front (exit 2); an audit subject with no events says so (exit 1)."""
+    tid = any_new_ticket(rt)
+    rt.runner.run(tid)
+    p = rt.store.find(thread_id=f"ticket:signoff:{tid}")[0]
+    reason = "[dim]dup of [ACME-1][/dim] see [link=x] [signoff:p_123]"
+    done = signoff(triage_settings, "approvals", "reject", p.id, "--as", "cli:lead", "--reason", reason,
+                   COLUMNS="300")
+    assert done.returncode == 0, done.stderr
+    shown = signoff(triage_settings, "approvals", "show", p.id, COLUMNS="300")
+    assert reason in shown.stdout, shown.stdout
+    audited = signoff(triage_settings, "audit", p.id, COLUMNS="400")
+    assert "[ACME-1]" in audited.stdout and "[signoff:p_123]" in audited.stdout, audited.stdout
+    for bad in ("0", "4294967296"):
+        refused = signoff(triage_settings, "triage", "--ticket", bad)
+        assert refused.returncode == 2 and "positive integer below 2**31" in refused.stderr, refused.stderr
+    unknown = signoff(triage_settings, "audit", "99999999")
+    assert unknown.returncode == 1 and "no audit events for 'ticket:signoff:99999999'" in unknown.stderr.replace(
+        "\n", ""), unknown.stderr
+
+
 def test_edit_is_revalidated_then_written(rt: Runtime, odoo_standin: OdooStandIn) -> None:
     tid = any_new_ticket(rt)
     rt.runner.run(tid)

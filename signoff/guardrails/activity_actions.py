@@ -52,8 +52,11 @@ class ActivityAction:
         unknown = set(args) - set(self.required) - set(self.optional)
         missing = [k for k in self.required if k not in args]
         if unknown or missing:
-            raise InvalidDecision(f"{self.name} takes {', '.join(self.required + self.optional)}; "
-                                  f"unknown {sorted(unknown)}, missing {missing}")
+            problems = ([f"unknown field(s) {', '.join(sorted(unknown))}"] if unknown else []) + (
+                [f"missing field(s) {', '.join(missing)}"] if missing else [])
+            editable = f"; editable: {', '.join(self.editable)}" if self.editable else ""
+            raise InvalidDecision(f"{self.name}: {'; '.join(problems)} (it takes "
+                                  f"{', '.join(self.required + self.optional)}{editable})")
         out: dict[str, Any] = {}
         for key, value in args.items():
             out[key] = self._check(key, value)
