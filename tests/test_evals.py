@@ -226,6 +226,11 @@ def _write_suite(tmp: Path, **changes: Any) -> Path:
 
 
 def test_suite_errors_name_the_problem(tmp_path: Path) -> None:
+    from signoff.evals.suite import find_suite
+
+    repo_evals = Path(__file__).resolve().parent.parent / "evals"
+    with pytest.raises(DataError, match=r"suite 'smok' not found.*suites in .*: .*smoke.*triage-bitext"):
+        find_suite("smok", repo_evals)
     settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
     suite = load_suite(_write_suite(tmp_path, dataset={"path": "tickets/nope.jsonl"}))
     with pytest.raises(DataError, match=r"tickets/nope\.jsonl.*not found.*nope\.jsonl"):

@@ -245,7 +245,9 @@ def find_suite(name_or_path: str, search: Path | None = None) -> Path:
     for candidate in (base / name_or_path, base / f"{name_or_path}.yaml", base / f"{name_or_path}.yml"):
         if candidate.is_file():
             return candidate
-    raise DataError(f"suite {name_or_path!r} not found (tried {p} and {base}/{name_or_path}.yaml)")
+    known = sorted(f.stem for f in base.glob("*.yaml")) if base.is_dir() else []
+    raise DataError(f"suite {name_or_path!r} not found (tried {p} and {base}/{name_or_path}.yaml)"
+                    + (f"; suites in {base}: {', '.join(known)}" if known else ""))
 
 
 def resolve_path(path: str, suite: Suite, public_data_dir: Path, *, what: str = "data file") -> Path:
