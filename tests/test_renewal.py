@@ -122,7 +122,13 @@ def test_features_from_odoo_are_read_and_missing_data_is_explicit(odoo_reader: R
     assert f["tenure_months"] is not None and 5.5 < float(f["tenure_months"]) < 6.5
     assert f["tickets_90d"] is not None and f["unresolved_tickets"] is not None, "tickets of its contacts count"
     # Never silently zero: what Odoo does not have is None, with the reason.
-    for name in ("auto_pay", "product_line", "addons_count", "notice_days_left", "auto_renew", "failed_payments"):
+    assert f["failed_payments"] == 2.0, "both overdue invoices had a declined card charge"
+    assert "payment.transaction" in globex.sources["failed_payments"]
+    stark = load_account(odoo_reader, partner_id(odoo_reader, "Stark Logistics"))
+    assert stark.features["failed_payments"] == 1.0 and stark.features["overdue_invoices"] == 0.0, \
+        "a declined charge that was paid on retry still counts"
+    assert load_account(odoo_reader, partner_id(odoo_reader, "Acme Corp")).features["failed_payments"] == 0.0
+    for name in ("auto_pay", "product_line", "addons_count", "notice_days_left", "auto_renew"):
         assert f[name] is None, name
         assert globex.sources[name].startswith("missing"), (name, globex.sources[name])
     assert "contracts agent" in globex.sources["notice_days_left"]

@@ -16,7 +16,7 @@ import base64
 import json
 import zlib
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +237,37 @@ def _fmt(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _seed_payments(ref: Any, key: str, k: int, invoice: int, order: int, company: int, amount: float,
+                   due: date, at: time, payment_state: str, *, retried: bool) -> None:
+    """The card charges behind an invoice (``payment.transaction``): a confirmed one for what was paid, a
+    declined one (state ``error``) for what is overdue; ``retried``: declined first, then paid."""
+    charges: list[tuple[str, float, date, str | None]] = []
+    if payment_state == "not_paid":
+        charges.append(("error", amount, due, "Card declined: insufficient funds"))
+    elif payment_state == "partial":
+        charges.append(("done", round(amount / 2, 2), due, None))
+    else:
+        if retried:
+            charges.append(("error", amount, due - timedelta(days=2), "Card declined: expired card"))
+        charges.append(("done", amount, due - timedelta(days=1), None))
+    for n, (state, value, when, message) in enumerate(charges):
+        ref(
+            f"signoff_demo.payment_{key}_{k}_{n}",
+            "payment.transaction",
+            {
+                "reference": f"TX-{key.upper()}-{k}{n}",
+                "amount": value,
+                "state": state,
+                "state_message": message or False,
+                "last_state_change": _fmt(datetime.combine(when, at)),
+                "operation": "online_token",
+                "partner_id": company,
+                "invoice_ids": [[6, 0, [invoice]]],
+                "sale_order_ids": [[6, 0, [order]]],
+            },
+        )
+
+
 def seed_engine(
     engine: Engine,
     public_data_dir: Path | None = None,
@@ -256,6 +287,7 @@ def seed_engine(
             "res.partner",
             "sale.order",
             "account.move",
+            "payment.transaction",
             "helpdesk.ticket",
             "helpdesk.ticket.category",
             "helpdesk.ticket.team",
@@ -402,6 +434,7 @@ def seed_engine(
                 },
             )
             invoice_ids.append(inv)
+            _seed_payments(ref, key, k, inv, order, company, mrr, due, now.time(), state, retried=idx == 4 and k == 0)
         current = engine.backend.get("sale.order", [order])[order].get("invoice_ids") or []
         if sorted(current) != sorted(invoice_ids):
             engine.write("sale.order", [order], {"invoice_ids": [[6, 0, invoice_ids]]})

@@ -38,8 +38,9 @@ overdue_invoices           num     posted ``out_invoice`` with ``payment_state``
                                    not_paid/partial and ``invoice_date_due`` < today
 overdue_amount             num     sum of their ``amount_residual``                 missing
 unpaid_invoices            num     posted ``out_invoice`` not paid (due or not)      missing
-failed_payments            num     missing (``payment.transaction`` state=error      missing
-                                   not read yet)
+failed_payments            num     ``payment.transaction`` in state ``error`` of    missing
+                                   the company or its contacts, last 90 days
+                                   (missing when the payment module is absent)
 tickets_90d                num     ``helpdesk.ticket`` of the company or its         missing
                                    contacts created in the last 90 days
 high_priority_tickets_90d  num     of those, ``priority`` 2 (high) or 3 (urgent)    missing
@@ -127,6 +128,8 @@ SPECS: dict[str, FeatureSpec] = {f.name: f for f in FEATURES}
 LIVE_STATES = ("3_progress", "4_paused", "2_renewal", "5_renewed", "7_upsell")
 CHURNED_STATE = "6_churn"
 TICKET_WINDOW_DAYS = 90
+#: failed card charges count over this many days
+PAYMENT_WINDOW_DAYS = 90
 
 
 def empty_features() -> Features:
@@ -375,7 +378,19 @@ def load_account(reader: OdooReader, partner_id: int, *, today: date | None = No
         feats["unpaid_invoices"] = float(len(unpaid))
         for name in ("overdue_invoices", "overdue_amount", "unpaid_invoices"):
             sources[name] = f"account.move ({len(invoices)} posted invoices)"
-    sources["failed_payments"] = "missing: payment.transaction not read"
+
+    # -- card charges (payment.transaction, the payment module) ----------------------------------
+    if _fields(reader, "payment.transaction") is None:
+        sources["failed_payments"] = "missing: payment.transaction not installed (no payment module)"
+    else:
+        since_dt = datetime.combine(today, datetime.min.time()) - timedelta(days=PAYMENT_WINDOW_DAYS)
+        failed = reader.search_count(
+            "payment.transaction",
+            [["partner_id", "in", partner_ids], ["state", "=", "error"],
+             ["last_state_change", ">=", since_dt.strftime("%Y-%m-%d %H:%M:%S")]],
+        )
+        feats["failed_payments"] = float(failed)
+        sources["failed_payments"] = f"payment.transaction in state error, last {PAYMENT_WINDOW_DAYS} days"
 
     # -- tickets (helpdesk.ticket, OCA helpdesk_mgmt) -------------------------------------------
     if _fields(reader, "helpdesk.ticket") is None:
