@@ -131,6 +131,10 @@ def test_rest_api_decisions_and_error_mapping(start_server: Callable[..., Live],
     bad_verdict = live.api("POST", f"/api/proposals/{pending[0]['id']}/decision",
                            json={"verdict": "maybe", "actor": "cli:lead"})
     assert bad_verdict.status_code == 422
+    # Schema errors answer like every other error: a code, FastAPI's list as "detail", one line in "message".
+    shape = bad_verdict.json()
+    assert shape["error"] == "invalid_request" and isinstance(shape["detail"], list), shape
+    assert "verdict" in shape["message"] and "body.verdict" in shape["message"], shape
 
     for i, p in enumerate(pending):
         done = live.api("POST", f"/api/proposals/{p['id']}/decision",

@@ -22,6 +22,8 @@ from contextlib import ExitStack, asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -158,6 +160,16 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         if len(request.url.query) > MAX_QUERY:
             return _error(414, "uri_too_long", f"query strings are limited to {MAX_QUERY} characters")
         return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Every error answer has "error" (a code) and "detail"; here "detail" stays FastAPI's list (the
+        # schema's HTTPValidationError), and "message" says it in one line.
+        problems = jsonable_encoder(exc.errors())
+        message = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in problems[:5]
+        )
+        return JSONResponse({"error": "invalid_request", "detail": problems, "message": message}, status_code=422)
 
     @app.exception_handler(AuthError)
     async def _auth_error(request: Request, exc: AuthError) -> JSONResponse:
