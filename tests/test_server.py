@@ -280,6 +280,96 @@ def test_hostile_inputs_are_refused_before_any_work(start_server: Callable[..., 
     assert live.svc.rt.store.find() == [] and "ticket.loaded" not in kinds(live)
 
 
+def _chunked(url: str, path: str, chunks: int, chunk: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+    """POST a body with Transfer-Encoding: chunked (no Content-Length), as a raw http.client does."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+    try:
+        conn.putrequest("POST", path)
+        for name, value in {"Transfer-Encoding": "chunked", "Content-Type": "application/json", **headers}.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        try:
+            for _ in range(chunks):
+                conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            conn.send(b"0\r\n\r\n")
+        except OSError:  # the server answered and closed before the client finished: that is the point
+            pass
+        answer = conn.getresponse()
+        return answer.status, json.loads(answer.read() or b"null")
+    finally:
+        conn.close()
+
+
+def test_streamed_bodies_are_limited_and_parse_errors_answer_in_the_error_shape(
+        start_server: Callable[..., Live]) -> None:
+    live = start_server()
+    # A chunked body declares no size: it is counted as it arrives, with or without credentials.
+    status, body = _chunked(live.url, "/api/proposals/p_x/decision", 40, b"x" * 65536, {})
+    assert (status, body["error"]) == (413, "too_large"), body
+    status, body = _chunked(live.url, "/webhooks/odoo", 20, b" " * 65536, {"X-Signoff-Webhook-Secret": WEBHOOK_SECRET})
+    assert (status, body["error"]) == (413, "too_large"), body
+    status, body = _chunked(live.url, "/webhooks/odoo", 1, b'{"_model": "helpdesk.ticket", "_id": 1',
+                            {"X-Signoff-Webhook-Secret": WEBHOOK_SECRET})
+    assert status == 422, body  # a small chunked body is read as usual (this one is cut short)
+    # JSON nested deeper than the parser goes: a clear 422 / 400, never a 500.
+    nested = b"[" * 100_000 + b"]" * 100_000
+    hook = live.http.post(live.url + "/webhooks/odoo", content=nested,
+                          headers={"X-Signoff-Webhook-Secret": WEBHOOK_SECRET, "Content-Type": "application/json"})
+    assert hook.status_code == 422 and "nested too deeply" in hook.json()["detail"], hook.text
+    api = live.api("POST", "/api/proposals/p_x/decision", content=nested, headers={"Content-Type": "application/json"})
+    assert api.status_code == 400 and api.json()["error"] == "bad_request", api.text
+    # Unknown paths and methods answer in the same shape.
+    missing = live.http.get(live.url + "/no/such/path")
+    assert missing.status_code == 404 and missing.json() == {"error": "not_found", "detail": "Not Found"}
+    wrong = live.http.get(live.url + "/webhooks/odoo")
+    assert wrong.status_code == 405 and wrong.json()["error"] == "method_not_allowed" and "allow" in wrong.headers
+    assert live.svc.rt.store.find() == [] and "ticket.loaded" not in kinds(live)
+
+
+def test_slack_requests_that_are_not_objects_or_lack_fields_are_401_or_400_never_500(
+        start_server: Callable[..., Live]) -> None:
+    import hashlib
+    import hmac
+    from urllib.parse import urlencode
+
+    live = start_server()
+    slack = live.url + "/slack/events"
+    secret = live.settings.slack_signing_secret.get_secret_value()  # type: ignore[union-attr]
+
+    def post(body: bytes, *, signed: bool, form: bool = False) -> int:
+        ts = str(int(time.time()))
+        sig = "v0=" + (hmac.new(secret.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
+                       if signed else "00")
+        kind = "application/x-www-form-urlencoded" if form else "application/json"
+        answer = live.http.post(slack, content=body, headers={"X-Slack-Request-Timestamp": ts,
+                                                              "X-Slack-Signature": sig, "Content-Type": kind})
+        if answer.status_code != 200:  # a refusal says why, as JSON (an ack is Bolt's empty 200)
+            assert answer.headers["content-type"].startswith("application/json"), (answer.headers, answer.text)
+        return int(answer.status_code)
+
+    for body in (b"[1, 2]", b'"str"', b"123", b"null"):
+        assert post(body, signed=False) == 401, body  # unsigned: refused before the body is parsed
+        assert post(body, signed=True) == 400, body
+    assert post(urlencode({"payload": "[1]"}).encode(), signed=False, form=True) == 401
+    assert post(urlencode({"payload": "[1]"}).encode(), signed=True, form=True) == 400
+    for payload in ({"type": "block_actions", "actions": [], "user": {"id": "U1"}},   # no action
+                    {"type": "block_actions", "actions": [{"action_id": "approve", "value": "p_x"}]},  # no user
+                    {"type": "view_submission", "user": {"id": "U1"}},  # no view: no listener (Bolt's 404)
+                    {"type": "view_submission", "user": {"id": "U1"}, "view": {"callback_id": "edit_proposal"}},
+                    {"type": "view_submission", "view": {"callback_id": "reject_reason", "private_metadata": "{}"}}):
+        import json
+
+        status = post(urlencode({"payload": json.dumps(payload)}).encode(), signed=True, form=True)
+        assert status in (200, 400, 404), (payload, status)
+    assert live.svc.rt.store.find() == []
+    assert "proposal.decided" not in kinds(live)
+
+
 def test_long_query_strings_are_refused(start_server: Callable[..., Live]) -> None:
     live = start_server()
     answer = live.http.get(live.url + "/inbox/pending?zz=" + "A" * 8000)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
@@ -27,11 +26,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from signoff.agents.services import Runtime, open_runtime
 from signoff.config import Settings, get_settings
 from signoff.domain import ODOO_ID_LIMIT, Decision
 from signoff.errors import AlreadyDecided, InvalidDecision, NotAuthorised, ProposalNotFound, SignoffError
+from signoff.server.limits import BodyLimit, parse_json
 from signoff.server.services import ServerServices
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ MAX_REASON = 2000
 MAX_BODY = 1_000_000
 #: Filters and ids fit easily; longer query strings are refused before any page is built.
 MAX_QUERY = 4096
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
+               414: "uri_too_long", 415: "unsupported_media_type"}
 
 
 class OdooEvent(BaseModel):
@@ -152,14 +155,15 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                   description="Agents propose, humans approve, the executor writes once; all audited.")
     app.state.settings = settings
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return _error(413, "too_large", f"request bodies are limited to {MAX_BODY} bytes")
-        if len(request.url.query) > MAX_QUERY:
-            return _error(414, "uri_too_long", f"query strings are limited to {MAX_QUERY} characters")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_body=MAX_BODY, max_query=MAX_QUERY)  # counts streamed bytes too
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Starlette's and FastAPI's own errors (unknown path, wrong method, unparsable body, too large) in
+        # the same {"error", "detail"} shape as ours.
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return JSONResponse({"error": code, "detail": str(exc.detail)}, status_code=exc.status_code,
+                            headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -229,7 +233,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         """
         raw = await request.body()
         try:
-            data = json.loads(raw or b"null")
+            data = parse_json(raw)
             event = OdooEvent.model_validate(data)
             if event.model != "helpdesk.ticket":
                 raise ValueError(f"unsupported model {event.model!r}: only helpdesk.ticket is triaged")

@@ -45,6 +45,7 @@ from signoff.integrations.webhooks_out import (
     verify,
 )
 from signoff.server.apikeys import ADMIN, ApiKeyStore, Principal
+from signoff.server.limits import parse_json
 from signoff.server.services import ServerServices
 
 log = logging.getLogger(__name__)
@@ -605,7 +606,7 @@ async def inbound_webhook(source: str, request: Request,
                                 {"reason": problem, "bytes": len(raw)})
         raise ApiError(401, "unauthorised", f"webhook {source}: {problem}")
     try:
-        payload = json.loads(raw or b"null")
+        payload = parse_json(raw)
         if not route.matches(payload):
             return JSONResponse(InboundAccepted(status="ignored").model_dump(), status_code=200)
         inputs = route.resolve(payload)

@@ -1,6 +1,8 @@
 """Slack (Bolt) inside the FastAPI app: approval buttons, reject/edit modals, and a small chat.
 
-Every request is verified by Bolt against the signing secret (forged or stale: 401, nothing runs).
+Every request's signature is checked before its body is parsed (forged or stale: 401, nothing runs), and
+Bolt checks it again. A signed request Bolt or a listener cannot read (not an object, no ``user``, no
+``actions``) is a 400 with one log line, never a 500.
 Listeners ``ack()`` first; the decision, the resume and the write happen after the ack in Bolt's
 listener threads, so Slack always gets its answer well inside 3 seconds. A global middleware drops
 Events API retries and repeated clicks (keys remembered in the state database for an hour); the
@@ -23,6 +25,7 @@ from fastapi.responses import Response
 from slack_bolt import App, BoltResponse
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
 from slack_sdk import WebClient
+from slack_sdk.signature import SignatureVerifier
 from starlette.concurrency import run_in_threadpool
 
 from signoff.agents.services import Runtime
@@ -60,6 +63,12 @@ def build_slack(settings: Settings, rt: Runtime) -> SlackBridge | None:
 
 #: Slack's own payloads stay far below this; anything bigger is refused before it is parsed.
 MAX_SLACK_BODY = 1_000_000
+#: What a signed but unreadable payload raises in Bolt's parsing, its matchers or a listener.
+MALFORMED = (ValueError, AttributeError, TypeError, KeyError, IndexError)
+
+
+def _json(status: int, error: str) -> Response:
+    return Response(json.dumps({"error": error}), status_code=status, media_type="application/json")
 
 
 class SlackBridge:
@@ -67,6 +76,8 @@ class SlackBridge:
         self.channel = channel
         self.app = App(client=channel.client, signing_secret=signing_secret, token_verification_enabled=False,
                        listener_executor=ThreadPoolExecutor(max_workers=8, thread_name_prefix="slack-listener"))
+        self.verifier = SignatureVerifier(signing_secret)
+        self.app.error(self._on_error)
         self._svc: ServerServices | None = None
         #: The clause model for contract intents (None: the trained one in the models dir); tests inject one.
         self.contract_model: Any = None
@@ -81,19 +92,34 @@ class SlackBridge:
         if len(body) > MAX_SLACK_BODY:
             return Response("payload too large", status_code=413)
         timestamp = request.headers.get("x-slack-request-timestamp", "")
-        if not timestamp.isdigit():  # Bolt would crash on it (int()): it is not a Slack request
-            if self._svc is not None:
-                self._svc.metrics.slack.inc("rejected")
-            return Response('{"error": "invalid request"}', status_code=401, media_type="application/json")
+        if not timestamp.isdigit() or not self.verifier.is_valid_request(body, dict(request.headers)):
+            self._count("rejected")  # not a Slack request: refused before anything reads the body
+            return _json(401, "invalid request")
         try:
             # Bolt's dispatch is synchronous until ack(): keep it off the event loop.
             bolt_response = await run_in_threadpool(self.app.dispatch, to_bolt_request(request, body))
-        except ValueError:  # signed, but not JSON / form data Bolt can parse
-            return Response('{"error": "malformed body"}', status_code=400, media_type="application/json")
-        kind = "rejected" if bolt_response.status == 401 else "ok" if bolt_response.status < 400 else "error"
+        except MALFORMED as exc:  # signed, but not a JSON object / form data Bolt can parse
+            log.warning("slack: unreadable signed request: %s: %s", type(exc).__name__, exc)
+            self._count("error")
+            return _json(400, "malformed body")
+        self._count("rejected" if bolt_response.status == 401 else "ok" if bolt_response.status < 400 else "error")
+        return to_starlette_response(bolt_response)
+
+    def _count(self, kind: str) -> None:
         if self._svc is not None:
             self._svc.metrics.slack.inc(kind)
-        return to_starlette_response(bolt_response)
+
+    @staticmethod
+    def _on_error(error: Exception) -> BoltResponse:
+        """Bolt's error handler: a payload its matchers or a listener cannot read is the sender's fault (400,
+        one log line); anything else stays a 500 so Slack retries it."""
+        if isinstance(error, MALFORMED):
+            log.warning("slack: unreadable payload: %s: %s", type(error).__name__, error)
+            return BoltResponse(status=400, body='{"error": "malformed payload"}',
+                                headers={"content-type": "application/json"})
+        log.error("slack listener failed", exc_info=error)
+        return BoltResponse(status=500, body='{"error": "internal error"}',
+                            headers={"content-type": "application/json"})
 
     def attach(self, svc: ServerServices) -> None:
         self._svc = svc
