@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -247,6 +247,7 @@ ProposalState = Literal[
     "proposed", "pending", "approved", "edited", "rejected", "expired", "cancelled",
     "executing", "executed", "failed",
 ]
+PROPOSAL_STATES: tuple[str, ...] = get_args(ProposalState)
 DECIDED_STATES: frozenset[str] = frozenset({"approved", "rejected", "expired", "cancelled"})
 TERMINAL_STATES: frozenset[str] = frozenset({"rejected", "expired", "cancelled", "executed", "failed"})
 Verdict = Literal["approve", "edit", "reject"]

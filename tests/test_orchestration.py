@@ -132,6 +132,8 @@ def test_runs_keys_scopes_events_signed_retried_in_order(start_server: Callable[
     assert again.status_code == 202 and again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
     other = live.http.post(live.url + "/runs", json={**run, "input": {"ticket_id": tid + 1}}, headers=bearer(starter))
     assert other.status_code == 422 and other.json()["error"] == "idempotency_conflict"
+    two_keys = live.http.post(live.url + "/runs", json=run, headers={**bearer(starter), "Idempotency-Key": "n8n-2"})
+    assert two_keys.status_code == 422 and "disagree" in two_keys.json()["detail"], two_keys.text
     assert live.http.post(live.url + "/runs", json={"agent": "triage", "input": {"partner_id": 3}},
                           headers=bearer(starter)).status_code == 422
     assert live.http.post(live.url + "/runs", json=run, headers=bearer(decider)).status_code == 403  # no start

@@ -128,6 +128,12 @@ def test_rest_api_decisions_and_error_mapping(start_server: Callable[..., Live],
     assert no_reason.status_code == 422 and "reason" in no_reason.json()["detail"]
     no_actor = live.api("POST", f"/api/proposals/{pending[0]['id']}/decision", json={"verdict": "approve"})
     assert no_actor.status_code == 422
+    two_actors = live.api("POST", f"/api/proposals/{pending[0]['id']}/decision", headers={"X-Signoff-Actor": "cli:x"},
+                          json={"verdict": "approve", "actor": "cli:lead"})
+    assert two_actors.status_code == 422 and "two different actors" in two_actors.json()["detail"]
+    bogus = live.api("GET", "/api/proposals", params={"state": "bogus"})
+    assert bogus.status_code == 422 and bogus.json()["error"] == "invalid_request", bogus.text
+    assert "one of proposed, pending" in bogus.json()["detail"]
     bad_verdict = live.api("POST", f"/api/proposals/{pending[0]['id']}/decision",
                            json={"verdict": "maybe", "actor": "cli:lead"})
     assert bad_verdict.status_code == 422

@@ -208,6 +208,15 @@ def test_chat_triage_why_and_help_and_a_retried_event_runs_once(start_server: Ca
     live.slack.dm(LEAD, "hello?")
     wait_for(lambda: any("triage 4312" in m["text"] for m in live.slack.messages_in("D" + LEAD[1:])),
              what="help")
+    # Ids no Odoo record can have are refused with the rule every other way in uses, not an internal error.
+    for text, says in (("triage 99999999999999999999999", "no ticket 99999999999999999999999: a ticket id"),
+                       ("why did you route -5 to billing?", "no ticket -5: a ticket id"),
+                       ("risk -3", "no partner -3: a partner id")):
+        live.slack.dm(LEAD, text)
+        wait_for(lambda says=says: any(says in m["text"] for m in live.slack.messages_in("D" + LEAD[1:])),  # type: ignore[misc]
+                 what=text)
+    assert not any("SQLite" in m["text"] or "int too large" in m["text"]
+                   for m in live.slack.messages_in("D" + LEAD[1:]))
 
 
 # --- chat intents for the renewal and contracts agents --------------------------------------------

@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from signoff.agents.services import Runtime, open_runtime
 from signoff.config import Settings, get_settings
-from signoff.domain import ODOO_ID_LIMIT, Decision
+from signoff.domain import ODOO_ID_LIMIT, PROPOSAL_STATES, Decision
 from signoff.errors import AlreadyDecided, InvalidDecision, NotAuthorised, ProposalNotFound, SignoffError
 from signoff.server.limits import BodyLimit, parse_json
 from signoff.server.services import ServerServices
@@ -45,7 +45,7 @@ MAX_BODY = 1_000_000
 #: Filters and ids fit easily; longer query strings are refused before any page is built.
 MAX_QUERY = 4096
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
-               414: "uri_too_long", 415: "unsupported_media_type"}
+               414: "uri_too_long", 415: "unsupported_media_type", 422: "invalid_request"}
 
 
 class OdooEvent(BaseModel):
@@ -256,8 +256,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     api = [Depends(require_api_token)]
 
     @app.get("/api/proposals", dependencies=api, tags=["approvals"])
-    async def list_proposals(svc: Services, state: str = "pending", thread: str | None = None) -> dict[str, Any]:
-        """Proposals, oldest first: ``state`` is a state name or ``all``; ``thread`` filters by run."""
+    async def list_proposals(svc: Services, state: str = "pending",
+                             thread: str | None = None) -> dict[str, Any]:
+        """Proposals, oldest first: ``state`` is a state name or ``all`` (anything else: 422); ``thread``
+        filters by run."""
+        if state != "all" and state not in PROPOSAL_STATES:
+            raise StarletteHTTPException(422, f"unknown state {state!r}: use all or one of "
+                                              f"{', '.join(PROPOSAL_STATES)}")
         rows = await run_in_threadpool(svc.rt.store.find, states=None if state == "all" else (state,),
                                        thread_id=thread)
         return {"proposals": [p.model_dump(mode="json") for p in rows]}
@@ -278,6 +283,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
         403 not in the approver group, 409 already decided (who and when), 422 invalid, 404 unknown.
         """
+        if body.actor and x_signoff_actor and body.actor != x_signoff_actor:
+            raise InvalidDecision(f"two different actors: body 'actor' {body.actor!r} and header X-Signoff-Actor "
+                                  f"{x_signoff_actor!r}; send one")
         actor = body.actor or x_signoff_actor
         if not actor:
             raise InvalidDecision("say who decides: body field 'actor' or header X-Signoff-Actor")

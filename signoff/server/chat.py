@@ -17,6 +17,7 @@ import re
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
+from signoff.domain import check_odoo_id
 from signoff.errors import ModelNotTrained
 
 if TYPE_CHECKING:
@@ -29,13 +30,18 @@ CONTRACTS_UNTRAINED = ("No contracts model is trained yet, so I can't read contr
                        "`signoff contracts train` (a few minutes on 2 cores; `--limit 10` for a quick try), "
                        "then ask again.")
 
+def record_id(text: str, what: str) -> int:
+    """An id typed in chat, checked as every other way in checks it (ValueError names the rule)."""
+    return check_odoo_id(int(text), what)
+
+
 # -- intent patterns (applied to the message with the bot mention removed) ---------------------------
 
-RISK_RUN = re.compile(r"^\s*(?:risk|renewal)\s+(?:run\s+)?(?:on\s+|for\s+)?(?:account|partner|customer)?\s*#?(\d+)"
+RISK_RUN = re.compile(r"^\s*(?:risk|renewal)\s+(?:run\s+)?(?:on\s+|for\s+)?(?:account|partner|customer)?\s*#?(-?\d+)"
                       r"\s*[.!]*\s*$", re.I)
 AT_RISK = re.compile(r"\bat[- ]risk\b|\bchurn|\brenewal[- ]risk\b|\brisky\b", re.I)
-REVIEW_CONTRACT = re.compile(r"^\s*review\s+contract\s*#?(\d+)\s*[.!]*\s*$", re.I)
-CONTRACT_ID = re.compile(r"\b(?:summar(?:is|iz)e|summary|terms|read)\b.*?\bcontract\s*#?(\d+)\b", re.I | re.S)
+REVIEW_CONTRACT = re.compile(r"^\s*review\s+contract\s*#?(-?\d+)\s*[.!]*\s*$", re.I)
+CONTRACT_ID = re.compile(r"\b(?:summar(?:is|iz)e|summary|terms|read)\b.*?\bcontract\s*#?(-?\d+)\b", re.I | re.S)
 CONTRACT_OF = re.compile(r"\b(?:summar(?:is|iz)e|summary\s+of|terms\s+of|read)\s+(?:the\s+)?(.+?)(?:'s|’s|s')?"
                          r"\s+contracts?\b", re.I | re.S)
 CONTRACT_FOR = re.compile(r"\b(?:summar(?:is|iz)e|summary|terms)\b.*?\bcontracts?\s+(?:of|for|with)\s+(.+?)\s*[?.!]*$",
@@ -188,7 +194,7 @@ def summarise_contract(svc: ServerServices, text: str, *, model: Any = None) -> 
 
     extra = ""
     if match := CONTRACT_ID.search(text):
-        attachment_id = int(match.group(1))
+        attachment_id = record_id(match.group(1), "attachment")
     else:
         customer = contract_customer(text)
         if customer is None:

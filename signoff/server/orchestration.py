@@ -484,9 +484,13 @@ async def start_run(body: RunIn, request: Request, principal: Annotated[Principa
     A partner without a subscription answers 200 ``skipped`` with ``reason`` "no subscription: nothing to
     score" and no thread or links (no run, as the CLI). With an idempotency key (body field
     or header ``Idempotency-Key``) a repeated request gets the first answer again (header
-    ``Idempotent-Replayed: true``); the same key with a different request is a 422.
+    ``Idempotent-Replayed: true``); the same key with a different request is a 422, and so is a body key
+    that differs from the header's.
     """
     orch = _orchestration(request)
+    if body.idempotency_key and idempotency_key and body.idempotency_key != idempotency_key:
+        raise ApiError(422, "invalid_input", "two different idempotency keys: the body's 'idempotency_key' and "
+                                             "the Idempotency-Key header disagree; send one")
     key = body.idempotency_key or idempotency_key
     try:
         code, answer, replayed = await run_in_threadpool(orch.start_idempotent, principal.id, key, body.agent,

@@ -46,8 +46,8 @@ HELP = ("I triage support tickets, score renewal risk and read contracts. Try:\n
         "• `summarise Acme's contract` or `summarise contract 12`: key terms, what needs review\n"
         "• `review contract 12`: run the contracts agent (renewal reminder / legal review for approval)\n"
         "Nothing is written to Odoo until an approver clicks Approve.")
-_TRIAGE = re.compile(r"\btriage\b\D*(\d+)", re.I)
-_WHY = re.compile(r"\b(why|explain|reason)\b.*?(\d+)", re.I | re.S)
+_TRIAGE = re.compile(r"\btriage\b\D*?(-?\d+)", re.I)
+_WHY = re.compile(r"\b(why|explain|reason)\b.*?(-?\d+)", re.I | re.S)
 
 
 def build_slack(settings: Settings, rt: Runtime) -> SlackBridge | None:
@@ -250,20 +250,21 @@ class SlackBridge:
         actor = f"slack:{event.get('user')}"
         try:
             if match := chat.REVIEW_CONTRACT.search(text):
-                answer = chat.review_contract(self.svc, int(match.group(1)), actor, model=self.contract_model)
+                answer = chat.review_contract(self.svc, chat.record_id(match.group(1), "attachment"), actor,
+                                              model=self.contract_model)
             elif match := chat.RISK_RUN.search(text):
-                answer = chat.run_risk(self.svc, int(match.group(1)), actor)
+                answer = chat.run_risk(self.svc, chat.record_id(match.group(1), "partner"), actor)
             elif chat.CONTRACT_ID.search(text) or chat.contract_customer(text):
                 answer = chat.summarise_contract(self.svc, text, model=self.contract_model)
             elif chat.AT_RISK.search(text):
                 answer = chat.at_risk(self.svc, text)
             elif match := _WHY.search(text):
-                answer = self.explain(int(match.group(2)))
+                answer = self.explain(chat.record_id(match.group(2), "ticket"))
             elif match := _TRIAGE.search(text):
-                answer = self.triage(int(match.group(1)), f"slack:{event.get('user')}")
+                answer = self.triage(chat.record_id(match.group(1), "ticket"), actor)
             else:
                 answer = HELP
-        except SignoffError as exc:
+        except (SignoffError, ValueError) as exc:  # ValueError: an id no Odoo record can have
             answer = f":warning: {exc}"
         say(text=answer, thread_ts=thread_ts)
 
