@@ -208,7 +208,8 @@ def test_sweep_finishes_a_write_a_killed_cli_left_executing_once_its_claim_is_st
 ) -> None:
     """The CLI dies after claiming a write (``executing``), before Odoo sees it. The sweep resumes the run at
     once but leaves that write alone while the claim is live (another process may still be writing); once the
-    claim is older than SIGNOFF_EXECUTOR_STALE_SECONDS, a sweep writes it, exactly once, with no human."""
+    claim is older than SIGNOFF_EXECUTOR_STALE_SECONDS, a sweep writes it, exactly once, with no human.
+    The run's claim the dead CLI held does not hold anything up: its holder is gone."""
     live = start_server(channel="inbox", settings_update={"executor_stale_seconds": 60.0})
     tid = new_ticket_ids(live)[0]
     thread = live.api("POST", "/api/triage", json={"ticket_id": tid}).json()["thread_id"]
@@ -226,13 +227,7 @@ def test_sweep_finishes_a_write_a_killed_cli_left_executing_once_its_claim_is_st
     assert len(interrupted) == 1 and ticket_writes(odoo_standin) == []
     pid = interrupted[0].id
 
-    # The dead CLI still holds the run's claim: no sweep resumes the run under it (a live CLI would be
-    # writing). Its claim goes stale after CLAIM_SECONDS (here: released, as the trials age claims).
-    swept = live.api("POST", "/api/sweep").json()
-    assert (swept["resumed"], swept["recovered"]) == (0, 0), swept
-    assert ticket_writes(odoo_standin) == []
-    store.release(thread)
-
+    # The dead CLI's claim on the run is free at once: its process is gone (signoff.guardrails.owner).
     # Not stale yet: the run is resumed (its other writes happen), this write is left alone, on every sweep.
     for expect_resumed in (1, 0):
         swept = live.api("POST", "/api/sweep").json()

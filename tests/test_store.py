@@ -174,6 +174,55 @@ def test_claims_exclude_a_second_taker_until_released_or_stale(store: ApprovalSt
     assert store.claim("ticket:x:1", stale_after=300)
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_claim_whose_holder_was_killed_on_this_host_is_free_at_once(kind: str, tmp_path: Path,
+                                                                      request: pytest.FixtureRequest) -> None:
+    """A worker killed with kill -9 leaves its claims behind; another process takes them over without waiting
+    for the time bound, while a live holder in another process still excludes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    if kind == "sqlite":
+        target = str(tmp_path / "state.sqlite")
+        make = "from signoff.guardrails.store import SqliteApprovalStore as S; from pathlib import Path; s = S(Path(t))"
+        store: ApprovalStore = SqliteApprovalStore(Path(target))
+    else:
+        pg = request.getfixturevalue("pg")
+        target = pg.url
+        make = ("from signoff.guardrails.postgres import PostgresApprovalStore as S, PostgresDatabase as D; "
+                "s = S(D(t))")
+        store = PostgresApprovalStore(pg)
+    code = f"import sys, time; t = sys.argv[1]; {make}; assert s.claim('run:1', stale_after=300); print('held', " \
+           "flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", code, target], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert not store.claim("run:1", stale_after=300), "a live holder in another process excludes"
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(10)
+        assert store.claim("run:1", stale_after=300), "its holder is gone: free at once"
+        assert not store.claim("run:1", stale_after=300), "and now held by this process (alive)"
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+
+def test_claim_owners_on_other_hosts_or_reused_pids() -> None:
+    import os
+
+    from signoff.guardrails.owner import owner_gone, process_owner
+
+    me = process_owner()
+    host, pid, start = me.split("|")
+    assert not owner_gone(me) and not owner_gone(None) and not owner_gone("")
+    assert not owner_gone(f"another-host|{pid}|{start}"), "can't check another host: not presumed dead"
+    assert owner_gone(f"{host}|{pid}|{int(start or 0) + 1}"), "the pid runs a newer process now"
+    assert owner_gone(f"{host}|4194303|1"), "no such process"
+    assert str(os.getpid()) == pid
+
+
 # --- Postgres only ------------------------------------------------------------------------------------
 
 
@@ -225,7 +274,7 @@ def test_postgres_audit_is_append_only_and_tamper_evident(pg: PostgresDatabase) 
 
 def test_postgres_migrations_are_versioned_and_applied_once(pg: PostgresDatabase) -> None:
     ids = [m.id for m in migrations()]
-    assert ids == ["0001_store_audit", "0002_server_tables", "0003_contract_terms"]
+    assert ids == ["0001_store_audit", "0002_server_tables", "0003_contract_terms", "0004_claim_owner"]
     with pg.pool.connection() as conn:
         assert migrate(conn) == [], "already applied at startup"
         rows = conn.execute("SELECT migration_id FROM _yoyo_migration ORDER BY applied_at_utc").fetchall()
@@ -257,9 +306,10 @@ def test_postgres_database_migrated_by_the_hand_rolled_runner_is_adopted(postgre
     db = PostgresDatabase(postgres_url)
     try:
         with db.pool.connection() as conn:
-            assert migrate(conn) == []
+            assert migrate(conn) == [], "done at startup: the legacy runner's three adopted, the rest applied"
             marked = conn.execute("SELECT migration_id, operation FROM _yoyo_log ORDER BY created_at_utc").fetchall()
-            assert [tuple(r) for r in marked] == [(m.id, "mark") for m in migrations()]
+            assert [tuple(r) for r in marked] == [(m, "mark") for m in sorted(LEGACY_VERSIONS.values())] + [
+                ("0004_claim_owner", "apply")]
             assert conn.execute("SELECT id FROM proposals").fetchall() == [("p-old",)], "data untouched"
         p, _ = PostgresApprovalStore(db).add(make_proposal())
         assert PostgresAuditLog(db).append("a", p.id, "x").seq == 1
@@ -268,14 +318,14 @@ def test_postgres_database_migrated_by_the_hand_rolled_runner_is_adopted(postgre
 
 
 def test_postgres_database_migrated_partly_by_the_old_runner_gets_the_rest(postgres_url: str) -> None:
-    """An older deployment (versions 1 and 2 only): those are adopted, 0003 (contract_terms) is applied."""
+    """An older deployment (versions 1 and 2 only): those are adopted, 0003 and 0004 are applied."""
     with psycopg.connect(postgres_url, autocommit=True) as conn, conn.transaction():
         conn.execute("CREATE TABLE signoff_schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
         for version in (1, 2):
             conn.execute((MIGRATIONS_DIR / f"{LEGACY_VERSIONS[version]}.sql").read_text().encode())
             conn.execute("INSERT INTO signoff_schema_migrations VALUES (%s, 'x')", (version,))
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        assert migrate(conn) == ["0003_contract_terms"]
+        assert migrate(conn) == ["0003_contract_terms", "0004_claim_owner"]
         assert conn.execute("SELECT count(*) FROM contract_terms").fetchone() == (0,)
 
 
@@ -303,7 +353,7 @@ def test_postgres_failed_migration_records_nothing(postgres_url: str) -> None:
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         assert conn.execute("SELECT count(*) FROM yoyo_lock").fetchone() == (0,), "yoyo's lock released"
         conn.execute("DROP TABLE contract_terms")
-        assert migrate(conn) == ["0003_contract_terms"]
+        assert migrate(conn) == ["0003_contract_terms", "0004_claim_owner"]
 
 
 def test_cli_db_status_and_migrate(postgres_url: str) -> None:
@@ -314,10 +364,11 @@ def test_cli_db_status_and_migrate(postgres_url: str) -> None:
     runner = CliRunner()
     before = runner.invoke(app, ["db", "status", "--url", postgres_url])
     assert before.exit_code == 3, before.output
-    assert before.output.count("pending") == 3
+    assert before.output.count("pending") == 4
     done = runner.invoke(app, ["db", "migrate", "--url", postgres_url])
     assert done.exit_code == 0, done.output
-    assert "applied 0001_store_audit, 0002_server_tables, 0003_contract_terms" in done.output
+    assert "applied 0001_store_audit, 0002_server_tables, 0003_contract_terms, 0004_claim_owner" in " ".join(
+        done.output.split()), done.output  # rich wraps the line
     again = runner.invoke(app, ["db", "migrate", "--url", postgres_url])
     assert again.exit_code == 0 and "applied 0" not in again.output and "up to date" in again.output
     after = runner.invoke(app, ["db", "status", "--url", postgres_url])

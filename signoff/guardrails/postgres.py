@@ -37,6 +37,7 @@ from yoyo.migrations import MigrationList
 from signoff.domain import AuditEvent, Proposal, canonical_json, utcnow
 from signoff.errors import ConfigError, ProposalNotFound
 from signoff.guardrails.audit import GENESIS, _event_hash, _row_to_event, verify_chain
+from signoff.guardrails.owner import owner_gone, process_owner
 from signoff.guardrails.pgcheck import check_database_url
 from signoff.guardrails.store import _holds
 
@@ -286,15 +287,25 @@ class PostgresApprovalStore:
             return updated
 
     def claim(self, key: str, *, stale_after: float) -> bool:
+        owner = process_owner()
         with self.db.pool.connection() as conn:
             row = conn.execute(
-                "INSERT INTO claims (key, claimed_at) VALUES (%s, clock_timestamp())"
-                " ON CONFLICT (key) DO UPDATE SET claimed_at = clock_timestamp()"
+                "INSERT INTO claims (key, claimed_at, owner) VALUES (%s, clock_timestamp(), %s)"
+                " ON CONFLICT (key) DO UPDATE SET claimed_at = clock_timestamp(), owner = EXCLUDED.owner"
                 " WHERE claims.claimed_at <= clock_timestamp() - make_interval(secs => %s)"
                 " RETURNING key",
-                (key, float(stale_after)),
+                (key, owner, float(stale_after)),
             ).fetchone()
-        return row is not None
+            if row is not None:
+                return True
+            held = conn.execute("SELECT owner FROM claims WHERE key = %s", (key,)).fetchone()
+            if held is None or not owner_gone(held[0]):
+                return False
+            # Its holder ran on this host and has died: take it over, unless someone else just did.
+            taken = conn.execute(
+                "UPDATE claims SET claimed_at = clock_timestamp(), owner = %s WHERE key = %s AND owner = %s"
+                " RETURNING key", (owner, key, held[0])).fetchone()
+        return taken is not None
 
     def release(self, key: str) -> None:
         with self.db.pool.connection() as conn:

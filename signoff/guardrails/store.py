@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from signoff.domain import Proposal, utcnow
 from signoff.errors import ProposalNotFound
+from signoff.guardrails.owner import owner_gone, process_owner
 
 
 class ApprovalStore(Protocol):
@@ -38,7 +39,8 @@ class ApprovalStore(Protocol):
         ...
 
     def claim(self, key: str, *, stale_after: float) -> bool:
-        """Take ``key`` (e.g. a run's thread id) unless someone took it less than ``stale_after`` s ago."""
+        """Take ``key`` (e.g. a run's thread id) unless someone took it less than ``stale_after`` s ago and
+        is still running (a holder on this host that has died frees it at once: :mod:`.owner`)."""
         ...
 
     def release(self, key: str) -> None:
@@ -82,7 +84,7 @@ CREATE TABLE IF NOT EXISTS proposals (
 );
 CREATE INDEX IF NOT EXISTS proposals_thread ON proposals(thread_id);
 CREATE INDEX IF NOT EXISTS proposals_state ON proposals(state);
-CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, claimed_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, claimed_at TEXT NOT NULL, owner TEXT);
 """
 
 
@@ -146,6 +148,8 @@ class SqliteApprovalStore:
         self.db = SqliteFile(path)
         with self.db.connect() as conn:
             conn.executescript(_SCHEMA)
+            if "owner" not in {r[1] for r in conn.execute("PRAGMA table_info(claims)")}:  # a file from before owners
+                conn.execute("ALTER TABLE claims ADD COLUMN owner TEXT")
 
     def add(self, proposal: Proposal) -> tuple[Proposal, bool]:
         with self.db.connect(write=True) as conn:
@@ -198,10 +202,11 @@ class SqliteApprovalStore:
 
     def claim(self, key: str, *, stale_after: float) -> bool:
         with self.db.connect(write=True) as conn:
-            row = conn.execute("SELECT claimed_at FROM claims WHERE key = ?", (key,)).fetchone()
-            if row and _claim_fresh(row[0], stale_after):
+            row = conn.execute("SELECT claimed_at, owner FROM claims WHERE key = ?", (key,)).fetchone()
+            if row and _claim_fresh(row[0], stale_after) and not owner_gone(row[1]):
                 return False
-            conn.execute("INSERT OR REPLACE INTO claims (key, claimed_at) VALUES (?, ?)", (key, utcnow().isoformat()))
+            conn.execute("INSERT OR REPLACE INTO claims (key, claimed_at, owner) VALUES (?, ?, ?)",
+                         (key, utcnow().isoformat(), process_owner()))
             return True
 
     def release(self, key: str) -> None:
@@ -212,14 +217,15 @@ class SqliteApprovalStore:
 class InMemoryApprovalStore:
     def __init__(self) -> None:
         self._rows: dict[str, Proposal] = {}
-        self._claims: dict[str, str] = {}
+        self._claims: dict[str, tuple[str, str]] = {}
         self._lock = threading.Lock()
 
     def claim(self, key: str, *, stale_after: float) -> bool:
         with self._lock:
-            if _claim_fresh(self._claims.get(key), stale_after):
+            at, owner = self._claims.get(key, (None, None))
+            if _claim_fresh(at, stale_after) and not owner_gone(owner):
                 return False
-            self._claims[key] = utcnow().isoformat()
+            self._claims[key] = (utcnow().isoformat(), process_owner())
             return True
 
     def release(self, key: str) -> None:

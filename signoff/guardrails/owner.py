@@ -1,0 +1,66 @@
+"""Who holds a claim, and whether that process is gone.
+
+A claim (a run being worked on, see :meth:`ApprovalStore.claim`) records its owner as
+``host|pid|start`` (``start``: the process start time in clock ticks from ``/proc/<pid>/stat``, so a
+reused pid is not mistaken for the holder). A claim whose owner ran on *this* host and is no longer
+alive is free at once: a worker killed with ``kill -9`` and restarted does not leave its runs waiting
+for the claim's time bound. An owner on another host can't be checked from here; its claim stays until
+it goes stale by time, as before.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import cache
+
+
+def _start_ticks(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except OSError:
+        return ""
+    fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": state is field 3, starttime 22
+    return fields[19] if len(fields) > 19 else ""
+
+
+@cache
+def _host() -> str:
+    return socket.gethostname()
+
+
+def process_owner() -> str:
+    """This process, as a claim's owner (computed each time: a forked child is another owner)."""
+    pid = os.getpid()
+    return f"{_host()}|{pid}|{_start_ticks(pid)}"
+
+
+def owner_gone(owner: str | None) -> bool:
+    """True when ``owner`` is a process of this host that no longer runs (or whose pid now runs another)."""
+    if not owner:
+        return False
+    host, _, rest = owner.partition("|")
+    pid_text, _, start = rest.partition("|")
+    if host != _host() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    if start and _start_ticks(pid) not in ("", start):
+        return True  # the pid was reused by a newer process
+    return _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A killed child its parent has not reaped yet still answers ``kill 0``: it holds nothing."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:].startswith("Z")
