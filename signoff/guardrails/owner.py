@@ -1,11 +1,12 @@
 """Who holds a claim, and whether that process is gone.
 
 A claim (a run being worked on, see :meth:`ApprovalStore.claim`) records its owner as
-``host|pid|start`` (``start``: the process start time in clock ticks from ``/proc/<pid>/stat``, so a
-reused pid is not mistaken for the holder). A claim whose owner ran on *this* host and is no longer
-alive is free at once: a worker killed with ``kill -9`` and restarted does not leave its runs waiting
-for the claim's time bound. An owner on another host can't be checked from here; its claim stays until
-it goes stale by time, as before.
+``host|pid|start``: ``host`` is the hostname and the pid namespace (two containers sharing a hostname
+differ), ``start`` the process start time in clock ticks from ``/proc/<pid>/stat`` (a reused pid is not
+mistaken for the holder). A claim whose owner ran on *this* host and is no longer alive is free at once:
+a worker killed with ``kill -9`` and restarted does not leave its runs waiting for the claim's time
+bound. An owner on another host (or a restarted container: a new pid namespace) can't be checked from
+here; its claim stays until it goes stale by time, as before.
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ def _start_ticks(pid: int) -> str:
 
 @cache
 def _host() -> str:
-    return socket.gethostname()
+    """This host, and this pid namespace: two containers with one hostname still see different pids."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid").removeprefix("pid:")
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()}{namespace}"
 
 
 def process_owner() -> str:
