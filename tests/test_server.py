@@ -99,6 +99,28 @@ def test_webhook_for_a_record_not_yet_visible_retries_then_audits(start_server: 
     thread = answer.json()["thread_id"]
     wait_for(lambda: "webhook.record_missing" in kinds(live, thread), what="record_missing")
     assert live.svc.rt.store.find() == []
+    view = live.api("GET", f"/runs/{thread}").json()
+    assert (view["state"], view["error"]) == ("failed", "webhook.record_missing"), view
+    assert live.api("GET", f"/api/runs/{thread}").json()["status"] == "failed", "both run views agree"
+    assert live.api("GET", "/runs/ticket:signoff:424242/proposals").status_code == 404, "no such run"
+
+
+def test_a_run_that_failed_once_then_went_further_shows_no_stale_error(start_server: Callable[..., Live],
+                                                                      odoo_standin: OdooStandIn) -> None:
+    live = start_server(channel="inbox")
+    live.svc.record_retry = (1, 0.05)
+    tid = new_ticket_ids(live)[0]
+    odoo_standin.set_fault(down=True, only="read")  # Odoo drops the reads: the first attempt fails
+    try:
+        thread = live.webhook(tid).json()["thread_id"]
+        wait_for(lambda: live.api("GET", f"/runs/{thread}").status_code == 200
+                 and live.api("GET", f"/runs/{thread}").json()["state"] == "failed", what="first attempt failed")
+    finally:
+        odoo_standin.set_fault(down=False, only=None)
+    assert live.api("POST", "/api/triage", json={"ticket_id": tid}).status_code == 202
+    live.wait_run(thread)
+    view = live.api("GET", f"/runs/{thread}").json()
+    assert view["state"] == "paused" and view["error"] is None and view["proposals"], view
 
 
 @both_dbs

@@ -267,7 +267,7 @@ def llm_outage(trial: Trial, tid: int) -> None:
             tally.problems.append(f"{thread}: LLM {mode} still produced proposals")
         if trial.ticket_writes(tid) != writes_before:
             tally.problems.append(f"{thread}: LLM {mode}: Odoo written")
-        if status["status"] not in ("stopped", "none") or not failed \
+        if status["status"] not in ("stopped", "none", "failed") or not failed \
                 or "ModelError" not in json.dumps(failed[-1].data):
             tally.problems.append(f"{thread}: LLM {mode}: run {status['status']}, not failed closed with the "
                                   f"reason ({[e.data for e in failed]})")

@@ -182,15 +182,15 @@ def worker_kill(trial: Trial, tid: int) -> None:
         tally.kills["worker_sigkill"] += 1
         worker.kill()
         worker.start()
-        if worker.run_status(thread) in ("none", "stopped"):
+        if worker.run_status(thread) in ("none", "failed", "stopped"):
             # The run died with the worker (before its first checkpoint, or mid-way): the next event for the
             # ticket (Odoo's next webhook, or /api/triage) starts it again or finishes it from its checkpoint.
             tally.outcomes["worker_triage_killed_mid_run"] += 1
             again = worker.webhook(tid).json()
             if again["status"] != "accepted":
                 tally.problems.append(f"{thread}: after a worker kill mid-triage the webhook answered {again}")
-            status = wait_run(worker, thread, timeout=60, allow=("none",))
-            if status in ("none", "stopped") and worker.age_claim(thread):
+            status = wait_run(worker, thread, timeout=60, allow=("none", "failed"))
+            if status in ("none", "failed", "stopped") and worker.age_claim(thread):
                 # The dead worker's claim on the run blocks it until it goes stale (CLAIM_SECONDS).
                 tally.outcomes["worker_run_waited_for_stale_claim"] += 1
                 worker.webhook(tid)
@@ -297,10 +297,10 @@ def pg_worker_kill(trial: Trial, tid: int) -> None:
         time.sleep(rng.uniform(0.0, 1.5))
         tally.kills["pg_worker_sigkill"] += 1
         a.kill()
-        if b.run_status(thread) in ("none", "stopped"):  # the next event goes to the other worker
+        if b.run_status(thread) in ("none", "failed", "stopped"):  # the next event goes to the other worker
             tally.outcomes["pg_worker_triage_killed_mid_run"] += 1
             if b.webhook(tid).json().get("status") != "accepted" or \
-                    wait_run(b, thread, timeout=60, allow=("none",)) in ("none", "stopped"):
+                    wait_run(b, thread, timeout=60, allow=("none", "failed")) in ("none", "failed", "stopped"):
                 if b.age_claim(thread):
                     tally.outcomes["pg_worker_run_waited_for_stale_claim"] += 1
                 b.webhook(tid)

@@ -304,7 +304,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     @app.get("/api/runs/{thread_id}", dependencies=api, tags=["runs"])
     async def run_status(thread_id: str, svc: Services) -> dict[str, Any]:
-        """A run's status (``none``, ``running``, ``paused``, ``done``, ``stopped``), triage and proposals."""
+        """A run's status (``none``, ``running``, ``paused``, ``done``, ``stopped``, ``failed`` before its first
+        step), triage and proposals."""
         return await run_in_threadpool(svc.run_status, thread_id)
 
     @app.post("/api/sweep", dependencies=api, tags=["ops"])

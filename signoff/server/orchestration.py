@@ -46,13 +46,12 @@ from signoff.integrations.webhooks_out import (
 )
 from signoff.server.apikeys import ADMIN, ApiKeyStore, Principal
 from signoff.server.limits import parse_json
-from signoff.server.services import ServerServices
+from signoff.server.services import RUN_FAILED_KINDS, ServerServices
 
 log = logging.getLogger(__name__)
 
 #: Signed inbound requests older (or newer) than this are refused as replays.
 INBOUND_TOLERANCE = 300.0
-_FAILED_KINDS = ("run.failed", "run.crashed", "webhook.record_missing")
 #: Scope of each approvals-API route (``/api``); any other non-GET route needs ``admin`` (fail closed).
 API_SCOPES = {"/api/proposals/{proposal_id}/decision": "decide", "/api/triage": "start", "/api/sweep": "admin"}
 
@@ -386,12 +385,14 @@ class Orchestration:
         with self._guard:
             running = thread in self._inflight
         running = running or self.svc.in_flight(thread)
-        failures = [] if running else [e for e in rt.audit.trail(thread) if e.kind in _FAILED_KINDS]
-        error = str(failures[-1].data.get("error") or failures[-1].kind) if failures else None
+        failures = [] if running else [e for e in rt.audit.trail(thread) if e.kind in RUN_FAILED_KINDS]
         state = ("running" if running else "paused" if paused else "stopped" if stopped
                  else "done" if values else "failed" if failures else None)
         if state is None:
             return None
+        # A failure is the run's error while it is what stopped it, not after a later attempt got further.
+        error = (str(failures[-1].data.get("error") or failures[-1].kind)
+                 if failures and state in ("failed", "stopped") else None)
         return RunView(thread_id=thread, agent=agent, state=state, outcome=_outcome(values), error=error,  # type: ignore[arg-type]
                        proposals=self.proposals(thread))
 
@@ -509,11 +510,15 @@ async def get_run(thread_id: str, request: Request, _: Annotated[Principal, Depe
     return view
 
 
-@router.get("/runs/{thread_id}/proposals", tags=["runs"], response_model=ProposalsView, responses=_ERRORS)
+@router.get("/runs/{thread_id}/proposals", tags=["runs"], response_model=ProposalsView,
+            responses={**_ERRORS, 404: {}})
 async def get_run_proposals(thread_id: str, request: Request,
                             _: Annotated[Principal, Depends(_read)]) -> ProposalsView:
-    """The run's proposals, oldest first, with their states (scope ``read``)."""
-    found = await run_in_threadpool(_orchestration(request).proposals, thread_id)
+    """The run's proposals, oldest first, with their states (scope ``read``); 404 when there is no such run."""
+    orch = _orchestration(request)
+    found = await run_in_threadpool(orch.proposals, thread_id)
+    if not found and await run_in_threadpool(orch.run_view, thread_id) is None:
+        raise ApiError(404, "not_found", f"no run {thread_id!r}")
     return ProposalsView(thread_id=thread_id, proposals=found)
 
 

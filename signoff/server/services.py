@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 TICKET = "helpdesk.ticket"
 
 
+#: Audit kinds that mean a run failed (GET /api/runs and /runs report them).
+RUN_FAILED_KINDS = ("run.failed", "run.crashed", "webhook.record_missing")
+
 class ServerServices:
     def __init__(self, rt: Runtime, *, slack: SlackApprovalChannel | None = None, workers: int = 4,
                  metrics: Metrics | None = None, record_retry: tuple[int, float] = (5, 0.1)) -> None:
@@ -322,8 +325,9 @@ class ServerServices:
         values, paused, stopped = self.rt.runner.status(thread_id)
         if self.in_flight(thread_id):
             status = "running"
-        elif not values:
-            status = "none"
+        elif not values:  # never ran, or failed before its first checkpoint (as GET /runs/{thread} says)
+            failed = any(e.kind in RUN_FAILED_KINDS for e in self.rt.audit.trail(thread_id))
+            status = "failed" if failed else "none"
         else:
             status = "paused" if paused else "stopped" if stopped else "done"
         proposals = self.rt.store.find(thread_id=thread_id)
