@@ -117,6 +117,11 @@ def test_runs_keys_scopes_events_signed_retried_in_order(start_server: Callable[
     sub_body = {"url": consumer.url, "secret": SUB_SECRET,
                 "events": ["proposal.created", "proposal.decided", "execution.succeeded"]}
     assert live.http.post(live.url + "/subscriptions", json=sub_body, headers=bearer(starter)).status_code == 403
+    for metadata in ("http://169.254.169.254/latest/meta-data", "http://[::ffff:169.254.169.254]/",
+                     "http://0.0.0.0:9/"):  # never a webhook target (cloud metadata, not a host)
+        refused = live.http.post(live.url + "/subscriptions", json={**sub_body, "url": metadata},
+                                 headers=bearer(decider))
+        assert refused.status_code == 422 and "may not point at" in refused.text, refused.text
     made = live.http.post(live.url + "/subscriptions", json=sub_body, headers=bearer(decider))
     assert made.status_code == 201 and made.json()["secret"] == SUB_SECRET
     listed = live.http.get(live.url + "/subscriptions", headers=bearer(decider)).json()
@@ -343,3 +348,19 @@ def test_json_path_subset() -> None:
     assert json_path(doc, "$.customer['odd key']") == 1
     with pytest.raises(Exception, match="no field"):
         json_path(doc, "$.customer.missing")
+
+
+def test_webhook_destinations_refused_on_delivery_too() -> None:
+    import ipaddress
+
+    from signoff.errors import DataError
+    from signoff.integrations.webhooks_out import check_destination, refused_address
+
+    assert refused_address(ipaddress.ip_address("169.254.169.254"))
+    assert refused_address(ipaddress.ip_address("fe80::1"))
+    assert refused_address(ipaddress.ip_address("224.0.0.1"))
+    for ok in ("127.0.0.1", "10.1.2.3", "192.168.0.10", "::1"):
+        assert refused_address(ipaddress.ip_address(ok)) is None, ok
+    with pytest.raises(DataError, match="169.254.169.254"):
+        check_destination("http://169.254.169.254/latest/meta-data")
+    check_destination("http://localhost:9/")  # loopback: allowed (n8n beside Signoff)

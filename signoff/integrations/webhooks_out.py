@@ -41,9 +41,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterable
@@ -208,10 +210,45 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
 
 
 def check_url(url: str) -> str:
+    """An http(s) URL whose host, when it is an address, is one a webhook may go to (:func:`refused_address`)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise DataError(f"a subscription URL must be http(s)://host/...: {url!r}")
+    try:
+        literal = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        return url  # a name: checked again on each delivery, where it resolves
+    if (why := refused_address(literal)) is not None:
+        raise DataError(f"a subscription URL may not point at {literal} ({why})")
     return url
+
+
+def refused_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why events are never sent to ``ip``, or None. Link-local covers cloud metadata (169.254.169.254);
+    loopback and private networks stay allowed (n8n beside Signoff is the common case)."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return None
+    if ip.is_link_local:
+        return "link-local: cloud metadata lives there"
+    if ip.is_multicast or ip.is_unspecified or ip.is_reserved:
+        return "not a host address"
+    return None
+
+
+def check_destination(url: str) -> None:
+    """Resolve the URL's host now and refuse it when any address is refused (DataError)."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return  # unresolvable: the POST fails with its own error
+    for info in infos:
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if (why := refused_address(ip)) is not None:
+            raise DataError(f"{host} resolves to {ip} ({why}): not sent")
 
 
 # --- payloads ---------------------------------------------------------------------------------------
@@ -565,11 +602,12 @@ class Deliverer:
             headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, ts, body),
                        TIMESTAMP_HEADER: ts, EVENT_ID_HEADER: event["id"], "X-Signoff-Event": event["type"],
                        "X-Signoff-Delivery": delivery_id, "X-Signoff-Attempt": str(int(attempts) + 1)}
+            check_destination(url)
             answer = self.client.post(url, content=body, headers=headers)
             ok = 200 <= answer.status_code < 300
             error = None if ok else f"HTTP {answer.status_code}: {answer.text[:200]}"
             return self.outbox.record(delivery_id, ok=ok, status=answer.status_code, error=error, retry=self.retry)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, DataError) as exc:
             return self.outbox.record(delivery_id, ok=False, status=None, error=f"{type(exc).__name__}: {exc}",
                                       retry=self.retry)
         except Exception as exc:  # never leave a row in 'sending' for a bug: record it and move on
