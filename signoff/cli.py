@@ -36,10 +36,20 @@ app.add_typer(approvals_app)
 console = Console()
 err = Console(stderr=True)
 
+def _cli_identity(value: str) -> str:
+    """The CLI decides as ``cli:<name>`` only: a Slack, Odoo or inbox identity decides in its own channel, so
+    the audit never shows a Slack user deciding from a terminal."""
+    if not value.startswith("cli:") or len(value) <= 4 or any(c.isspace() for c in value):
+        raise typer.BadParameter(f"{value!r}: the CLI decides as cli:<name> (e.g. cli:lead), as the policy's groups "
+                                 "name it; slack: and odoo: identities decide in their own channel")
+    return value
+
+
 ApproverOpt = Annotated[
     str,
-    typer.Option("--as", envvar="SIGNOFF_APPROVER",
-                 help="Your approver identity as the policy's groups name it, e.g. cli:lead."),
+    typer.Option("--as", envvar="SIGNOFF_APPROVER", callback=_cli_identity,
+                 help="Your approver identity as the policy's groups name it: cli:<name>, e.g. cli:lead. "
+                      "Self-declared: whoever can run the CLI on this data directory can name any cli: identity."),
 ]
 
 
@@ -366,7 +376,7 @@ def _decide(decision: Decision) -> None:
             try:
                 p = rt.approvals.decide(decision, reader=rt.reader)
             except AlreadyDecided as exc:
-                console.print(f"[yellow]already decided:[/] {exc}; nothing changed")
+                console.print(f"[yellow]already decided:[/] {escape(str(exc))}; nothing changed", emoji=False)
                 raise typer.Exit(3) from exc
             console.print(f"{_short(p)} [bold]{p.state}[/] by {p.decided_by}" + (
                 escape(f" with edits: {p.edited_args}") if p.edited_args is not None else ""))
@@ -504,7 +514,8 @@ def approvals_sync() -> None:
 @approvals_app.command("retry")
 def approvals_retry(proposal: Annotated[str, typer.Argument(help="A failed proposal's id or prefix.")],
                     actor: ApproverOpt) -> None:
-    """Execute a failed proposal again (from the exception queue)."""
+    """Execute a failed proposal again (from the exception queue). One that failed because its field changed
+    in Odoo since the proposal is written over that change: retry only when that is what you want."""
     from signoff.agents.services import open_runtime
     from signoff.guardrails.store import resolve_id
 

@@ -20,6 +20,7 @@
     │   ├── NotAuthorised           the approver is not in the group the policy names, or raised it
     │   └── InvalidDecision         missing reason, edit not allowed, edited args fail the guardrails
     ├── ExecutionError              the executor could not apply an approved proposal
+    │   └── ChangedInOdoo           the field changed in Odoo after the proposal: not written
     ├── AuditIntegrityError         the audit hash chain does not verify
     └── DataError                   an input file or record is malformed (names the line)
 """
@@ -103,6 +104,10 @@ class InvalidDecision(ProposalError):
 
 class ExecutionError(SignoffError):
     pass
+
+
+class ChangedInOdoo(ExecutionError):
+    """The value the approver saw as "current" is no longer what Odoo has: someone changed it since."""
 
 
 class AuditIntegrityError(SignoffError):

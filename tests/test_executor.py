@@ -253,3 +253,29 @@ def test_a_retry_from_the_exception_queue_reads_back_first(odoo: InMemoryOdoo) -
     assert writer.writes == 1
     assert executor.retry(p.id, "cli:lead").state == "executed"
     assert writer.writes == 1
+
+
+def test_a_field_changed_since_the_proposal_is_not_written_until_a_human_retries(odoo: InMemoryOdoo) -> None:
+    from signoff.errors import ChangedInOdoo
+
+    writer = FlakyWriter(odoo.writer(), 0)
+    executor, store, audit = make(odoo, writer)
+    tid = a_ticket(odoo)
+    before = odoo.read("helpdesk.ticket", [tid], ["priority"])[0]["priority"]
+    args = {"priority": "3" if before != "3" else "0"}
+    p = Proposal(id=proposal_id("t", "ticket.set_priority", "helpdesk.ticket", tid, args), thread_id="t",
+                 action="ticket.set_priority", target_model="helpdesk.ticket", target_id=tid, args=args,
+                 current={"priority": before}, approver_group="support-leads", state="approved")
+    store.add(p)
+    changed = next(c for c in ("0", "1", "2", "3") if c not in (before, args["priority"]))
+    odoo.writer().write("helpdesk.ticket", [tid], {"priority": changed})
+    failed = executor.execute(p.id)
+    assert failed.state == "failed" and failed.error and failed.error.startswith(ChangedInOdoo.__name__)
+    assert f"it was {before!r}, it is now {changed!r}" in failed.error
+    assert writer.writes == 0
+    done = executor.retry(p.id, "cli:lead")
+    assert done.state == "executed" and writer.writes == 1
+    assert odoo.read("helpdesk.ticket", [tid], ["priority"])[0]["priority"] == args["priority"]
+    # Unchanged since the proposal (the usual case): written at once.
+    p2 = approved(store, tid, priority=args["priority"])
+    assert executor.execute(p2.id).state in ("executed",)

@@ -153,9 +153,22 @@ def test_rest_api_decisions_and_error_mapping(start_server: Callable[..., Live],
     two_actors = live.api("POST", f"/api/proposals/{pending[0]['id']}/decision", headers={"X-Signoff-Actor": "cli:x"},
                           json={"verdict": "approve", "actor": "cli:lead"})
     assert two_actors.status_code == 422 and "two different actors" in two_actors.json()["detail"]
+    unknown_field = live.api("POST", f"/api/proposals/{pending[0]['id']}/decision",
+                             json={"verdict": "edit", "actor": "cli:lead", "args": {"bogus": 1}})
+    assert unknown_field.status_code == 422 and "unknown field(s) bogus" in unknown_field.json()["detail"]
+    assert "got [" not in unknown_field.json()["detail"], "names only what the approver sent"
+    huge = live.api("POST", "/runs",
+                    json={"agent": "triage", "input": {"ticket_id": 1}, "idempotency_key": "k" * 100_000})
+    assert huge.status_code == 422 and len(huge.content) < 3000 and "100000 characters" in huge.text, huge.text[:300]
     bogus = live.api("GET", "/api/proposals", params={"state": "bogus"})
     assert bogus.status_code == 422 and bogus.json()["error"] == "invalid_request", bogus.text
-    assert "one of proposed, pending" in bogus.json()["detail"]
+    assert "query.state" in bogus.json()["message"] and "'pending'" in bogus.json()["message"]
+    from typing import get_args
+
+    from signoff.domain import PROPOSAL_STATES
+    from signoff.server.app import StateFilter
+
+    assert set(get_args(StateFilter)) == {"all", *PROPOSAL_STATES}, "the API's filter follows the domain's states"
     bad_verdict = live.api("POST", f"/api/proposals/{pending[0]['id']}/decision",
                            json={"verdict": "maybe", "actor": "cli:lead"})
     assert bad_verdict.status_code == 422

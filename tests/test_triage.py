@@ -203,7 +203,7 @@ def test_edit_is_revalidated_then_written(rt: Runtime, odoo_standin: OdooStandIn
     with pytest.raises(InvalidDecision, match="no helpdesk.ticket.category named"):
         rt.approvals.decide(Decision(proposal_id=category.id, verdict="edit", actor="cli:lead",
                                      args={"category": "not_a_category"}), reader=rt.reader)
-    with pytest.raises(InvalidDecision, match="exactly one argument"):
+    with pytest.raises(InvalidDecision, match=r"unknown field\(s\) priority"):
         rt.approvals.decide(Decision(proposal_id=category.id, verdict="edit", actor="cli:lead",
                                      args={"category": "get_refund", "priority": "3"}), reader=rt.reader)
     target = "get_refund" if category.args["category"] != "get_refund" else "track_refund"
@@ -307,11 +307,13 @@ def test_unauthorised_approver_is_refused_and_audited(rt: Runtime, triage_settin
     p = rt.store.find(thread_id=f"ticket:signoff:{tid}")[0]
     with pytest.raises(NotAuthorised, match="not in approver group"):
         rt.approvals.decide(Decision(proposal_id=p.id, verdict="approve", actor="cli:mallory"))
-    via_cli = signoff(triage_settings, "approvals", "approve", p.id, "--as", "slack:UNOBODY")
+    via_cli = signoff(triage_settings, "approvals", "approve", p.id, "--as", "cli:nobody")
     assert via_cli.returncode == 1 and "not in approver group" in via_cli.stderr
+    other_channel = signoff(triage_settings, "approvals", "approve", p.id, "--as", "slack:U0LEAD")
+    assert other_channel.returncode == 2 and "decides as cli:<name>" in " ".join(other_channel.stderr.split())
     assert rt.store.get(p.id).state == "pending"
     refused = [e for e in rt.audit.trail(p.id) if e.kind == "decision.refused"]
-    assert [e.actor for e in refused] == ["cli:mallory", "slack:UNOBODY"]
+    assert [e.actor for e in refused] == ["cli:mallory", "cli:nobody"]
     # Separation of duties: whoever raised a proposal may not decide it.
     rt.store.transition(p.id, ("pending",), requested_by="cli:lead")
     with pytest.raises(NotAuthorised, match="raised this proposal"):
@@ -445,3 +447,37 @@ def sqlite_has_table(path: Path, table: str) -> bool:
 
     with sqlite3.connect(path) as conn:
         return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is not None
+
+
+def test_a_field_changed_in_odoo_after_the_proposal_is_not_overwritten(rt: Runtime, odoo_standin: OdooStandIn,
+                                                                       triage_settings: Settings) -> None:
+    """The approver approved "current -> proposed". Someone changes the field in Odoo before the approval: the
+    executor (in another process, the CLI) writes nothing and parks the proposal in the exception queue with
+    both values; a human's retry from there writes over the change, once."""
+    from signoff.integrations.odoo import OdooWriter
+
+    tid = any_new_ticket(rt)
+    rt.runner.run(tid)
+    category = next(p for p in rt.store.find(thread_id=f"ticket:signoff:{tid}") if p.action == "ticket.set_category")
+    other = next(n for n in ("complaint", "get_refund", "track_refund") if n != category.args["category"])
+    admin = OdooWriter.connect(odoo_standin.url, triage_settings.odoo_db, "admin", "admin", timeout=5.0)
+    other_id = admin.search_read("helpdesk.ticket.category", [["name", "=", other]], ["id"], limit=1)[0]["id"]
+    for p in rt.store.find(thread_id=f"ticket:signoff:{tid}", states=("pending",)):
+        if p.id != category.id:  # the run resumes when its last pending decision is made: this one, below
+            rt.approvals.decide(Decision(proposal_id=p.id, verdict="reject", actor="cli:lead", reason="not now"))
+    admin.write("helpdesk.ticket", [tid], {"category_id": other_id})  # a person, in Odoo
+    writes_before = len(ticket_writes(odoo_standin))
+
+    done = signoff(triage_settings, "approvals", "approve", category.id, "--as", "cli:lead")
+    assert done.returncode != 0 and "changed in Odoo since the proposal" in " ".join(done.stdout.split()), \
+        done.stdout + done.stderr  # the approver is told, at once
+    failed = rt.store.get(category.id)
+    assert failed.state == "failed" and "ChangedInOdoo" in (failed.error or ""), failed
+    assert f"it is now {other!r}" in (failed.error or "") and "not written" in (failed.error or "")
+    assert len(ticket_writes(odoo_standin)) == writes_before, "nothing written over the person's change"
+    assert rt.reader.read("helpdesk.ticket", [tid], ["category_id"])[0]["category_id"][1] == other
+
+    again = signoff(triage_settings, "approvals", "retry", category.id, "--as", "cli:lead")
+    assert again.returncode == 0 and "executed" in again.stdout, again.stdout + again.stderr
+    assert rt.reader.read("helpdesk.ticket", [tid], ["category_id"])[0]["category_id"][1] == category.args["category"]
+    assert len(ticket_writes(odoo_standin)) == writes_before + 1

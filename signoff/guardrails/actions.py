@@ -61,10 +61,16 @@ class Action:
     def validate(self, args: dict[str, Any], reader: OdooReader | None = None) -> dict[str, Any]:
         """Check args (the agent's or an approver's edit); return them normalised."""
         if set(args) != {self.arg}:
-            raise InvalidDecision(f"{self.name} takes exactly one argument {self.arg!r}, got {sorted(args)}")
+            unknown = sorted(set(args) - {self.arg})
+            raise InvalidDecision(f"{self.name}: unknown field(s) {', '.join(unknown)} (it takes {self.arg!r} only)"
+                                  if unknown else f"{self.name} takes one argument, {self.arg!r}")
         value = args[self.arg]
+        if self.arg == "priority" and isinstance(value, int) and not isinstance(value, bool) \
+                and str(value) in PRIORITY_NAMES:
+            value = str(value)  # Odoo's own code for it, given as a number
         if not isinstance(value, str) or not value.strip():
-            raise InvalidDecision(f"{self.arg} must be a non-empty string")
+            example = f"one of {', '.join(PRIORITY_NAMES.values())}" if self.arg == "priority" else "a name"
+            raise InvalidDecision(f"{self.arg} must be text ({example}); got {value!r}")
         value = value.strip()
         if self.arg == "priority":
             value = PRIORITY_CODES.get(value.lower(), value)

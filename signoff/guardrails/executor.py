@@ -5,6 +5,11 @@ audited), write, read back, mark ``executed``. A proposal found ``executing`` an
 was interrupted by a crash: it is reconciled by reading Odoo (already written: ``executed``; not:
 write again). Retryable failures back off and retry; after the last attempt, or at once for an
 error that retrying cannot fix, the proposal is ``failed``: the exception queue a human works.
+
+A field write checks first that the field still holds the value the proposal showed the approver as
+current (``proposal.current``): if someone changed it in Odoo since, nothing is written and the proposal
+goes to the exception queue (:class:`ChangedInOdoo`, both values in the error). A human who retries it
+from there (``signoff approvals retry``, the inbox) has seen that and writes over the change.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from signoff.domain import Proposal, utcnow
-from signoff.errors import ExecutionError, OdooConnectionError, OdooError, OdooInternalError
+from signoff.errors import ChangedInOdoo, ExecutionError, OdooConnectionError, OdooError, OdooInternalError
 from signoff.guardrails.actions import get_action
 from signoff.guardrails.audit import AuditLog
 from signoff.guardrails.store import ApprovalStore
@@ -72,8 +77,9 @@ class Executor:
             return claimed, True
         return None, False
 
-    def execute(self, proposal_id: str) -> Proposal:
-        """Apply an approved proposal once; return it in its resulting state."""
+    def execute(self, proposal_id: str, *, over_changes: bool = False) -> Proposal:
+        """Apply an approved proposal once; return it in its resulting state. ``over_changes``: write even if
+        the field changed in Odoo since the proposal (a human's retry from the exception queue)."""
         proposal = self.store.get(proposal_id)
         if proposal.state == "executed":
             return proposal
@@ -94,6 +100,7 @@ class Executor:
                               {"attempt": claimed.attempts, "found": "not written"}, thread_id=thread)
 
         attempt = claimed.attempts
+        check_unchanged = not over_changes
         while True:
             self.audit.append("execution.intent", proposal_id, ACTOR,
                               {"attempt": attempt, "action": claimed.action, "target": claimed.target_id,
@@ -113,6 +120,9 @@ class Executor:
                             proposal_id, attempt, now.state, now.attempts)
                 return now
             try:
+                if check_unchanged:
+                    self._check_unchanged(claimed)
+                    check_unchanged = False
                 self._crash("before_write")
                 result = action.apply(self.writer, claimed.target_id, args, marker_id=claimed.id)
                 self._crash("after_write")
@@ -136,6 +146,20 @@ class Executor:
                                                 "id": claimed.target_id, "args": args})
             except (OdooError, ExecutionError) as exc:
                 return self._fail(claimed, exc, attempt)
+
+    def _check_unchanged(self, proposal: Proposal) -> None:
+        """ChangedInOdoo when the field no longer holds the value the approver saw as current."""
+        read_now = getattr(get_action(proposal.action), "current", None)
+        if read_now is None or not proposal.current:
+            return  # a create (an activity): nothing was shown as current
+        arg, then = next(iter(proposal.current.items()))
+        now = read_now(self.writer, proposal.target_id)
+        if now != then:
+            shown = {None: "(empty)"}
+            raise ChangedInOdoo(
+                f"{proposal.target_model} {proposal.target_id}: {arg} changed in Odoo since the proposal "
+                f"(it was {shown.get(then, repr(then))}, it is now {shown.get(now, repr(now))}); not written. "
+                f"Retry it to write over the change (signoff approvals retry), or cancel it")
 
     def _landed(self, proposal: Proposal) -> bool:
         """Whether Odoo already shows the proposal applied (False when Odoo cannot be read)."""
@@ -174,7 +198,7 @@ class Executor:
         if back is None:
             raise ExecutionError(f"proposal {proposal_id} is not in the exception queue")
         self.audit.append("execution.requeued", proposal_id, actor, {}, thread_id=back.thread_id)
-        return self.execute(proposal_id)
+        return self.execute(proposal_id, over_changes=True)
 
     def cancel(self, proposal_id: str, actor: str, reason: str) -> Proposal:
         """Give up on a failed proposal: it will never be written."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
@@ -30,7 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from signoff.agents.services import Runtime, open_runtime
 from signoff.config import Settings, get_settings
-from signoff.domain import ODOO_ID_LIMIT, PROPOSAL_STATES, Decision
+from signoff.domain import ODOO_ID_LIMIT, Decision
 from signoff.errors import AlreadyDecided, InvalidDecision, NotAuthorised, ProposalNotFound, SignoffError
 from signoff.server.limits import BodyLimit, parse_json
 from signoff.server.services import ServerServices
@@ -44,6 +45,9 @@ MAX_REASON = 2000
 MAX_BODY = 1_000_000
 #: Filters and ids fit easily; longer query strings are refused before any page is built.
 MAX_QUERY = 4096
+#: ``GET /api/proposals?state=``: a proposal state, or ``all`` (the schema lists them; anything else is a 422).
+StateFilter = Literal["all", "proposed", "pending", "approved", "edited", "rejected", "expired", "cancelled",
+                      "executing", "executed", "failed"]
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
                414: "uri_too_long", 415: "unsupported_media_type", 422: "invalid_request"}
 
@@ -70,6 +74,19 @@ class DecisionIn(BaseModel):
 
 class TriageIn(BaseModel):
     ticket_id: StrictInt = Field(gt=0, lt=ODOO_ID_LIMIT)
+
+
+#: How much of a rejected value a 422 echoes back (FastAPI echoes all of it: a 100 KB key came back whole).
+MAX_ECHO = 200
+
+
+def _trimmed(problem: dict[str, Any]) -> dict[str, Any]:
+    shown = problem.get("input")
+    if shown is not None and not isinstance(shown, bool | int | float):
+        text = shown if isinstance(shown, str) else json.dumps(shown, default=str)
+        if len(text) > MAX_ECHO:
+            problem = {**problem, "input": f"{text[:MAX_ECHO]}... ({len(text)} characters)"}
+    return problem
 
 
 def _error(status: int, error: str, detail: str, **extra: Any) -> JSONResponse:
@@ -169,7 +186,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     async def _request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Every error answer has "error" (a code) and "detail"; here "detail" stays FastAPI's list (the
         # schema's HTTPValidationError), and "message" says it in one line.
-        problems = jsonable_encoder(exc.errors())
+        problems = [_trimmed(e) for e in jsonable_encoder(exc.errors())]
         message = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in problems[:5]
         )
@@ -256,13 +273,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     api = [Depends(require_api_token)]
 
     @app.get("/api/proposals", dependencies=api, tags=["approvals"])
-    async def list_proposals(svc: Services, state: str = "pending",
+    async def list_proposals(svc: Services, state: StateFilter = "pending",
                              thread: str | None = None) -> dict[str, Any]:
         """Proposals, oldest first: ``state`` is a state name or ``all`` (anything else: 422); ``thread``
         filters by run."""
-        if state != "all" and state not in PROPOSAL_STATES:
-            raise StarletteHTTPException(422, f"unknown state {state!r}: use all or one of "
-                                              f"{', '.join(PROPOSAL_STATES)}")
         rows = await run_in_threadpool(svc.rt.store.find, states=None if state == "all" else (state,),
                                        thread_id=thread)
         return {"proposals": [p.model_dump(mode="json") for p in rows]}
