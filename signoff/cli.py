@@ -179,12 +179,14 @@ def _train(settings: Settings, texts: list[str], labels: list[str]) -> Any:
 def triage(
     ticket: Annotated[list[int] | None, typer.Option("--ticket", "-t", help="Ticket id (repeatable).")] = None,
     file: Annotated[Path | None, typer.Option(help="JSONL tickets ({id, text} per line): report only.")] = None,
-    limit: Annotated[int | None, typer.Option(help="At most this many untriaged tickets.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many tickets: the oldest open tickets "
+                                                          "without a category and without a run yet.")] = None,
 ) -> None:
     """Triage tickets: classify, route, prioritise, and propose the writes for approval.
 
     With no option, every open ticket in Odoo without a category is triaged. Each ticket runs once:
-    a ticket that already has a run is reported as a duplicate and nothing new happens. Proposals wait
+    a ticket that already has a run is reported as a duplicate and nothing new happens (--limit skips
+    those and takes the next ones that have none). Proposals wait
     for a human in `signoff approvals`; low-confidence tickets go to human triage with the reason.
     """
     from signoff.agents.services import open_runtime
@@ -199,8 +201,14 @@ def triage(
     settings = _settings()
     try:
         with open_runtime(settings) as rt:
-            items: list[Any] = read_ticket_file(file) if file is not None else list(
-                ticket or untriaged_ticket_ids(rt.reader, limit=limit))
+            if file is not None:
+                items: list[Any] = read_ticket_file(file)
+            elif ticket:
+                items = list(ticket)
+            else:
+                items = untriaged_ticket_ids(rt.reader)
+                if limit:  # the next ones to do, not the first ones again (a run's ticket is a duplicate)
+                    items = [t for t in items if not rt.runner.status(rt.runner.thread_for(t))[0]]
             if limit:
                 items = items[:limit]
             rt.runner.services.classifier.version  # noqa: B018 - load the model (or fail) before the loop

@@ -294,6 +294,38 @@ def test_cli_summarise_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert bad.exit_code == 2
 
 
+def test_a_notice_period_not_shorter_than_the_term_goes_to_review_and_sets_no_deadline() -> None:
+    text = CONTRACT.replace("at least ninety (90) days prior", "at least three (3) years prior")
+    c = analyse(_source(text), KeywordModel(), load_clause_policy(), today=date(2024, 1, 1))  # type: ignore[arg-type]
+    notice = next(t for t in c.terms if t.key == "notice_period")
+    assert notice.status == "needs_review" and notice.value is None and notice.spans == []
+    assert "not shorter than the 730-day term" in notice.evidence[0]["note"]
+    assert c.notice_deadline is None, "no deadline from a misread notice"
+    fine = analyse(_source(), KeywordModel(), load_clause_policy(), today=date(2024, 1, 1))  # type: ignore[arg-type]
+    assert next(t for t in fine.terms if t.key == "notice_period").status == "found"
+
+
+def test_files_that_are_not_contracts_are_refused_with_the_reason(tmp_path: Path) -> None:
+    import zipfile
+
+    from signoff.cli import app
+    from signoff.tools.contracts import MAX_CONTRACT_CHARS
+
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "blank.txt").write_text("  \n\t\n")
+    (tmp_path / "noise.txt").write_bytes(bytes(range(256)) * 80)
+    with zipfile.ZipFile(tmp_path / "msa.docx", "w") as z:
+        z.writestr("word/document.xml", "<w:document/>")
+    (tmp_path / "huge.txt").write_text("The parties agree. " * (MAX_CONTRACT_CHARS // 19 + 1))
+    expect = {"empty.txt": "has no text", "blank.txt": "has no text", "noise.txt": "not a text file",
+              "msa.docx": "a ZIP archive", "huge.txt": "over the 1,000,000"}
+    env = {"SIGNOFF_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "300"}
+    for name, says in expect.items():
+        result = CliRunner().invoke(app, ["contracts", "summarise", str(tmp_path / name)], env=env)
+        assert result.exit_code != 0 and says in " ".join(result.output.split()), (name, result.output)
+        assert "Traceback" not in result.output
+
+
 def test_cli_refuses_a_training_limit_below_the_minimum_and_a_non_positive_attachment_id(tmp_path: Path) -> None:
     from signoff.cli import app
 

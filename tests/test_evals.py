@@ -747,3 +747,14 @@ def test_record_mode_records_scrubbed_and_replays(eval_env: dict[str, str | None
     body = b'{"choices": [{"message": {"content": "mail bob@example.org"}}]}'
     scrubbed = _scrub_response({"headers": {"Set-Cookie": ["a=b"], "Content-Type": ["x"]}, "body": {"string": body}})
     assert "Set-Cookie" not in scrubbed["headers"] and b"bob@example.org" not in scrubbed["body"]["string"]
+
+
+def test_unwritable_report_paths_stop_signoff_eval_with_exit_2_before_the_run(
+        eval_env: dict[str, str | None], tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for option, target in (("--json", "/proc/signoff-x.json"), ("--html", str(blocker / "report.html"))):
+        result = _cli(eval_env, str(SMOKE), option, target)
+        assert result.exit_code == 2, result.output
+        assert _has(result.output, f"{option} {target}: cannot write in"), result.output
+        assert "accuracy" not in result.output, "refused before the suite runs"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from signoff.errors import DataError
 from signoff.guardrails.postgres import PostgresDatabase, migrations
 from signoff.guardrails.statedb import StateDB, to_postgres
 from signoff.integrations.slack import SlackMessages
@@ -47,8 +48,11 @@ def test_the_server_tables_behave_alike(statedb: StateDB) -> None:
     keys = ApiKeyStore(statedb)
     info, key = keys.create("n8n", ["read"])
     assert keys.authenticate(key) is not None and keys.any_active()
+    with pytest.raises(DataError, match="named 'n8n' exists"):
+        keys.create("n8n", ["start"])  # names stay unique, so revoking by name is unambiguous
     keys.revoke(info.id)
     assert keys.authenticate(key) == "revoked"
+    assert keys.create("n8n", ["read"])[0].id != info.id, "a revoked key's name is free again"
 
     slack = SlackMessages(statedb)
     assert slack.reserve("p1") and not slack.reserve("p1"), "one poster per proposal"
@@ -58,7 +62,7 @@ def test_the_server_tables_behave_alike(statedb: StateDB) -> None:
 
     with statedb.connect() as conn:
         assert conn.has_table("slack_seen") and not conn.has_table("no_such_table")
-        assert conn.execute("SELECT COUNT(*) FROM api_keys WHERE name = ?", ("n8n",)).fetchone()[0] == 1
+        assert conn.execute("SELECT COUNT(*) FROM api_keys WHERE name = ?", ("n8n",)).fetchone()[0] == 2
 
 
 def test_only_one_of_several_callers_claims_a_delivery(statedb: StateDB) -> None:

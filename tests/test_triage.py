@@ -189,6 +189,21 @@ def test_cli_shows_stored_text_literally_and_refuses_bad_ids_and_unknown_subject
     for bad in ("0", "4294967296"):
         refused = signoff(triage_settings, "triage", "--ticket", bad)
         assert refused.returncode == 2 and "positive integer below 2**31" in refused.stderr, refused.stderr
+    for bad in ("0", "-1"):
+        refused = signoff(triage_settings, "triage", "--limit", bad)
+        assert refused.returncode == 2 and "--limit" in refused.stderr, refused.stderr
+    # --limit N takes the next N tickets without a run, not the first ones again as duplicates.
+    from signoff.tools.tickets import untriaged_ticket_ids
+
+    def with_runs() -> int:
+        return sum(bool(rt.runner.status(rt.runner.thread_for(t))[0]) for t in untriaged_ticket_ids(rt.reader))
+
+    before = with_runs()
+    first = signoff(triage_settings, "triage", "--limit", "1", COLUMNS="300")
+    second = signoff(triage_settings, "triage", "--limit", "1", COLUMNS="300")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert "duplicate" not in first.stdout and "duplicate" not in second.stdout, second.stdout
+    assert with_runs() == before + 2, "each --limit 1 triaged a ticket of its own"
     unknown = signoff(triage_settings, "audit", "99999999")
     assert unknown.returncode == 1 and "no audit events for 'ticket:signoff:99999999'" in unknown.stderr.replace(
         "\n", ""), unknown.stderr

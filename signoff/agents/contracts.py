@@ -301,6 +301,13 @@ def _read_values(text: str, terms: dict[str, ContractTerm]) -> None:
     if t := found("notice_period"):
         d = _duration_near(text, t.spans, r"notice|prior|before")
         t.value = _duration_value(d) if d else None
+        term_days = _term_days(found)
+        if d is not None and term_days and d.days >= term_days:
+            # A notice period as long as the term it ends is a misread (often the term's own duration): a
+            # person reads it; no deadline is computed from it.
+            t.status, t.spans, t.value = "needs_review", [], None
+            t.evidence = [{"note": f"read as {d.label} of notice, not shorter than the {term_days}-day term it "
+                                   "ends: check the clause"}, *t.evidence]
     if t := found("governing_law"):
         for sp in t.spans:
             law = find_governing_law(sp.text, sp.start)
@@ -313,6 +320,24 @@ def _read_values(text: str, terms: dict[str, ContractTerm]) -> None:
                 "exclusivity", "change_of_control", "anti_assignment"):
         if t := found(key):
             t.value = True
+
+
+def _term_days(found: Any) -> int | None:
+    """Days of the term a notice period ends: the initial term (stated, or start to expiration), else the
+    renewal term; None when neither can be read."""
+    exp = found("expiration_date")
+    if exp is not None and isinstance(exp.value, dict):
+        if isinstance(exp.value.get("term"), dict):
+            return int(exp.value["term"]["days"])
+        start = found("effective_date") or found("agreement_date")
+        if exp.value.get("date") and start is not None and start.value:
+            days = (date.fromisoformat(exp.value["date"]) - date.fromisoformat(start.value)).days
+            if days > 0:
+                return days
+    renewal = found("renewal_term")
+    if renewal is not None and isinstance(renewal.value, dict) and isinstance(renewal.value.get("term"), dict):
+        return int(renewal.value["term"]["days"])
+    return None
 
 
 _WHO = re.compile(r"\b(either party|each party|any party|both parties|the parties|[A-Z][\w-]*(?: [A-Z][\w-]*){0,2})"

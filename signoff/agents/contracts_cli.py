@@ -118,8 +118,9 @@ def print_summary(c: ContractSummary, text: str, proposals: list[Any] | None = N
     for t in c.terms:
         status = Text(t.status.replace("_", " "), style=STATUS_STYLE[t.status])
         spans = ", ".join(f"{s.start}–{s.end}" for s in t.spans)
+        note = next((str(e["note"]) for e in t.evidence if isinstance(e, dict) and e.get("note")), "")
         table.add_row(t.key, t.category, status, f"{t.confidence:.2f} / {t.threshold:.2f}",
-                      _value(t.value) if t.status == "found" else "", spans)
+                      _value(t.value) if t.status == "found" else note, spans)
     console.print(table)
     for t in c.terms:
         if t.status != "found":
@@ -147,7 +148,8 @@ def print_summary(c: ContractSummary, text: str, proposals: list[Any] | None = N
         console.print("[green]No deviations from the clause policy.[/]")
     review = [t.key for t in c.terms if t.status == "needs_review"]
     if review:
-        console.print(f"[yellow]Needs review (below threshold, not shown as values):[/] {', '.join(review)}")
+        console.print(f"[yellow]Needs review (below threshold, or a reading that does not add up; not shown as "
+                      f"values):[/] {', '.join(review)}")
     if c.injection:
         console.print(f"[red]Text addressed to an AI found in the contract:[/] {'; '.join(c.injection)}")
     for r in c.reasons:
@@ -208,7 +210,7 @@ def summarise(
                 text = load_attachment(rt.reader, odoo_id, db=settings.odoo_db).text  # type: ignore[arg-type]
                 proposals = [rt.store.get(pid) for pid in summary.proposal_ids]
                 if status == "duplicate":
-                    console.print(f"[dim]{summary.thread_id} already has a run: showing its stored result[/]")
+                    err.print(f"[dim]{summary.thread_id} already has a run: showing its stored result[/]")
     except SignoffError as exc:
         raise _fail(exc) from exc
     if as_json:

@@ -48,6 +48,20 @@ def _check_writable(target: Path) -> None:
         raise typer.BadParameter(f"--write-policy {target}: directory {parent} does not exist")
 
 
+def _check_output(option: str, target: Path) -> None:
+    """``--json`` / ``--html`` must be writable, checked before any suite runs (exit 2, not the regression exit
+    1 at the end): its directory is made if missing, and a scratch file written there and removed."""
+    import tempfile
+
+    directory = target if _is_dir(target) else target.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".signoff-eval-", delete=True):
+            pass
+    except OSError as exc:
+        raise typer.BadParameter(f"{option} {target}: cannot write in {directory} ({exc.strerror or exc})") from exc
+
+
 def _export(settings: Settings, out: Path) -> None:
     from signoff.evals.decisions import export_decisions
     from signoff.guardrails.state import state
@@ -138,6 +152,9 @@ def eval_command(
         raise typer.BadParameter("--write-policy needs --recommend-thresholds")
     if write_policy is not None:
         _check_writable(write_policy)
+    for option, target in (("--json", json_out), ("--html", html_out)):
+        if target is not None:
+            _check_output(option, target)
     suites = suites or []
     if not suites and export_decisions is None:
         raise typer.BadParameter("name at least one suite (or give --export-decisions FILE)")

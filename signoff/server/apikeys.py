@@ -93,6 +93,10 @@ class ApiKeyStore:
         key = f"so_{key_id}_{secrets.token_urlsafe(32)}"
         now = utcnow().isoformat(timespec="seconds")
         with self.db.connect(write=True) as conn:
+            taken = conn.execute("SELECT id FROM api_keys WHERE name = ? AND revoked_at IS NULL", (name,)).fetchone()
+            if taken:
+                raise DataError(f"an API key named {name!r} exists ({taken[0]}): choose another name, or revoke "
+                                f"that one first (signoff apikeys revoke {name})")
             conn.execute("INSERT INTO api_keys (id, name, hash, scopes, actor, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                          (key_id, name, hash_key(key), json.dumps(wanted), actor, now))
         return ApiKeyInfo(key_id, name, tuple(wanted), actor, now, None), key

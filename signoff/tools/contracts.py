@@ -25,6 +25,8 @@ MAX_CHUNK_CHARS = 900
 MIN_CHUNK_CHARS = 25
 #: Attachments larger than this are refused before ``datas`` is read (base64 over JSON-RPC).
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
+#: A contract's text beyond this is refused before analysis (memory and time grow with it).
+MAX_CONTRACT_CHARS = 1_000_000
 
 ATTACHMENT_META = ["id", "name", "mimetype", "file_size", "res_model", "res_id", "checksum", "description"]
 
@@ -71,19 +73,44 @@ def pdf_text(data: bytes) -> str:
     return text
 
 
+#: Other formats a contract arrives in, by magic number: named in the refusal.
+_NOT_TEXT = {b"PK\x03\x04": "a ZIP archive (a .docx or .odt?)", b"\xd0\xcf\x11\xe0": "an old Office document (.doc?)",
+             b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
+             b"\x7fELF": "a program", b"\x1f\x8b": "a gzip archive"}
+
+
 def decode_contract(data: bytes, *, mimetype: str | None = None, name: str = "") -> tuple[str, str]:
-    """``(text, mimetype)`` of a contract's bytes: PDF by magic number or type, else UTF-8 text."""
+    """``(text, mimetype)`` of a contract's bytes: PDF by magic number or type, else UTF-8 text. Other
+    formats, binary data, no text at all, or more than :data:`MAX_CONTRACT_CHARS`: DataError naming it."""
+    label = name or "the contract"
     if data[:5] == b"%PDF-" or (mimetype or "").endswith("/pdf") or name.lower().endswith(".pdf"):
-        return pdf_text(data), "application/pdf"
-    try:
-        return data.decode("utf-8-sig"), mimetype or "text/plain"
-    except UnicodeDecodeError:
-        return data.decode("latin-1"), mimetype or "text/plain"
+        text, kind = pdf_text(data), "application/pdf"
+    else:
+        for magic, what in _NOT_TEXT.items():
+            if data.startswith(magic):
+                raise DataError(f"{label} is {what}, not text or PDF: save it as PDF or plain text")
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text = data.decode("latin-1")
+        kind = mimetype or "text/plain"
+        controls = sum(1 for c in text[:100_000] if ord(c) < 32 and c not in "\n\r\t\f")
+        if "\x00" in text[:100_000] or controls > 0.01 * min(len(text), 100_000):
+            raise DataError(f"{label} is not a text file (binary data): contracts are read from text or PDF")
+    if not text.strip():
+        raise DataError(f"{label} has no text")
+    if len(text) > MAX_CONTRACT_CHARS:
+        raise DataError(f"{label} has {len(text):,} characters, over the {MAX_CONTRACT_CHARS:,} a contract may have "
+                        "(the longest CUAD contract has 338,211): split it, or summarise the main agreement")
+    return text, kind
 
 
 def load_file(path: Path) -> ContractSource:
     """A contract from a ``.txt`` or ``.pdf`` file."""
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_ATTACHMENT_BYTES:
+            raise DataError(f"{path} is {size:,} bytes, over {MAX_ATTACHMENT_BYTES:,}: not a contract to summarise")
         data = Path(path).read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror}") from exc
