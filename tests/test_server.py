@@ -42,6 +42,27 @@ def test_health_ready_and_metrics(start_server: Callable[..., Live]) -> None:
         assert name in metrics.text
 
 
+def test_the_server_starts_while_odoo_is_down_and_is_ready_once_odoo_is_up(
+        start_server: Callable[..., Live], odoo_standin: OdooStandIn) -> None:
+    """In a compose file Odoo often starts after Signoff: serve starts anyway, says so on /readyz, takes
+    webhooks, and reads Odoo as soon as it answers (no restart)."""
+    port, db_path = odoo_standin.port, odoo_standin.db_path
+    odoo_standin.stop()
+    live = start_server()
+    assert live.http.get(live.url + "/healthz").status_code == 200
+    ready = live.http.get(live.url + "/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["odoo"].startswith("unreachable"), ready.text
+    back = OdooStandIn(db_path, port=port, dbname=live.settings.odoo_db).start()
+    try:
+        wait_for(lambda: live.http.get(live.url + "/readyz").status_code == 200, what="ready once Odoo is up")
+        tid = new_ticket_ids(live)[0]
+        assert live.webhook(tid).status_code == 202
+        live.wait_run(f"ticket:signoff:{tid}")
+        assert live.svc.rt.store.find(thread_id=f"ticket:signoff:{tid}")
+    finally:
+        back.stop()
+
+
 def test_webhook_authentication(start_server: Callable[..., Live], settings: Settings) -> None:
     live = start_server()
     body = {"_model": "helpdesk.ticket", "_id": 1}

@@ -119,14 +119,17 @@ def _close_checkpointer(checkpointer: BaseCheckpointSaver[Any]) -> None:
 
 
 @contextmanager
-def open_runtime(settings: Settings, *, classifier: Classifier | None = None) -> Iterator[Runtime]:
-    """Everything a command needs, with Odoo reachable (embedded stand-in unless configured)."""
+def open_runtime(settings: Settings, *, classifier: Classifier | None = None,
+                 odoo_at_first_use: bool = False) -> Iterator[Runtime]:
+    """Everything a command needs, with Odoo reachable (embedded stand-in unless configured).
+    ``odoo_at_first_use``: do not log in to Odoo yet (the server: it starts, and says on /readyz, while Odoo is
+    down); otherwise an unreachable Odoo fails here."""
     settings.ensure_dirs()
     policy = load_policy(settings.policy_path)
     with odoo_for(settings) as live:
         state = open_state(live)
         store, audit = state.store, state.audit
-        reader = connect_reader(live)
+        reader = connect_reader(live, lazy=odoo_at_first_use)
         executor = Executor(
             store, audit, lambda: connect_writer(live),
             max_attempts=live.executor_max_attempts, stale_after=live.executor_stale_seconds,

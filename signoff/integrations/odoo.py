@@ -181,8 +181,12 @@ class _Transport(Protocol):
     url: str
     db: str
     login: str
-    uid: int
-    version: str
+
+    @property
+    def uid(self) -> int: ...
+
+    @property
+    def version(self) -> str: ...
 
     def execute_kw(self, model: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any: ...
 
@@ -211,23 +215,42 @@ def _opener(host: str) -> OpenerDirector:
 
 
 class _RpcTransport:
-    """odoorpc, logged in; every call goes through :func:`_mapped`."""
+    """odoorpc, logged in; every call goes through :func:`_mapped`. ``lazy``: log in at the first call (and
+    again at the next one while it fails), so a server can start before Odoo does."""
 
-    def __init__(self, url: str, db: str, login: str, password: str, timeout: float) -> None:
-        host, protocol, port = parse_odoo_url(url)
+    def __init__(self, url: str, db: str, login: str, password: str, timeout: float, *, lazy: bool = False) -> None:
+        self._where = parse_odoo_url(url)
         self.url = url.rstrip("/")
         self.db, self.login, self.timeout = db, login, timeout
-        with _mapped(self.url, timeout):
-            self._odoo = odoorpc.ODOO(
-                host, protocol=protocol, port=port, timeout=timeout, opener=_opener(host)
-            )
-            self._odoo.login(db, login, password)
-        self.uid = int(self._odoo.env.uid)
-        self.version = str(self._odoo.version)
+        self.__password = password
+        self._odoo: Any = None
+        self._lock = threading.Lock()
+        if not lazy:
+            self._session()
+
+    def _session(self) -> Any:
+        with self._lock:
+            if self._odoo is None:
+                host, protocol, port = self._where
+                with _mapped(self.url, self.timeout):
+                    odoo = odoorpc.ODOO(host, protocol=protocol, port=port, timeout=self.timeout,
+                                        opener=_opener(host))
+                    odoo.login(self.db, self.login, self.__password)
+                self._odoo = odoo
+            return self._odoo
+
+    @property
+    def uid(self) -> int:
+        return int(self._session().env.uid)
+
+    @property
+    def version(self) -> str:
+        return str(self._session().version)
 
     def execute_kw(self, model: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        odoo = self._odoo if self._odoo is not None else self._session()
         with _mapped(self.url, self.timeout):
-            return self._odoo.execute_kw(model, method, args, kwargs)
+            return odoo.execute_kw(model, method, args, kwargs)
 
 
 # --- the clients ---------------------------------------------------------------------------------
@@ -366,8 +389,10 @@ class ReadOnlyOdoo(_OdooBase):
     _allowed = READ_ONLY_METHODS
 
     @classmethod
-    def connect(cls, url: str, db: str, login: str, password: str, *, timeout: float = 30.0) -> ReadOnlyOdoo:
-        return cls(_RpcTransport(url, db, login, password, timeout))
+    def connect(cls, url: str, db: str, login: str, password: str, *, timeout: float = 30.0,
+                lazy: bool = False) -> ReadOnlyOdoo:
+        """Logged in now, or (``lazy``) at the first read: a server starts while Odoo is still down."""
+        return cls(_RpcTransport(url, db, login, password, timeout, lazy=lazy))
 
     def call(self, model: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """Any allowed read method by name; anything else raises ReadOnlyViolation (no request sent)."""
@@ -439,14 +464,15 @@ def _require_url(settings: Settings) -> str:
     return settings.odoo_url
 
 
-def connect_reader(settings: Settings) -> ReadOnlyOdoo:
-    """The agents' read-only view, as ``settings.odoo_login``."""
+def connect_reader(settings: Settings, *, lazy: bool = False) -> ReadOnlyOdoo:
+    """The agents' read-only view, as ``settings.odoo_login`` (``lazy``: logged in at the first read)."""
     return ReadOnlyOdoo.connect(
         _require_url(settings),
         settings.odoo_db,
         settings.odoo_login,
         settings.odoo_password.get_secret_value(),
         timeout=settings.odoo_timeout,
+        lazy=lazy,
     )
 
 

@@ -145,7 +145,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         if runtime is not None:
             rt = runtime
         else:
-            rt = await run_in_threadpool(stack.enter_context, open_runtime(settings))
+            rt = await run_in_threadpool(stack.enter_context, open_runtime(settings, odoo_at_first_use=True))
         from signoff.server.slack import build_slack  # Slack is optional; import only when the app starts
 
         slack = build_slack(rt.settings, rt)

@@ -54,6 +54,10 @@ def serve(
         from signoff.guardrails.pgcheck import check_database_url
 
         check_database_url(settings.database_url)
+    odoo = settings.odoo_url or "the embedded Odoo stand-in"
+    state = "Postgres (SIGNOFF_DATABASE_URL)" if settings.database_url else str(settings.data_dir)
+    where = f"http://{host}:{port}" if port else f"{host}, on a port the system picks (--log-level info shows it)"
+    typer.echo(f"signoff serve: {where}  (Odoo: {odoo}; state: {state}; health: /healthz, /readyz)", err=True)
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_level=level)
     finally:
