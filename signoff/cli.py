@@ -193,6 +193,9 @@ def triage(
     from signoff.domain import check_odoo_id
     from signoff.tools.tickets import read_ticket_file, untriaged_ticket_ids
 
+    if file is not None and (ticket or limit):
+        raise _fail(ValueError("--file reports on the tickets in the file: give it alone, without --ticket or "
+                               "--limit"), 2)
     for tid in ticket or []:
         try:
             check_odoo_id(tid, "ticket")

@@ -496,3 +496,22 @@ def test_a_field_changed_in_odoo_after_the_proposal_is_not_overwritten(rt: Runti
     assert again.returncode == 0 and "executed" in again.stdout, again.stdout + again.stderr
     assert rt.reader.read("helpdesk.ticket", [tid], ["category_id"])[0]["category_id"][1] == category.args["category"]
     assert len(ticket_writes(odoo_standin)) == writes_before + 1
+
+
+def test_triage_file_reports_without_odoo_and_refuses_bad_lines(triage_settings: Settings, tmp_path: Path) -> None:
+    good = tmp_path / "tickets.jsonl"
+    good.write_text('{"id": 7, "text": "I want a refund for my last order"}\n'
+                    '{"subject": "where is my package", "description": "it was due on Monday"}\n')
+    report = signoff(triage_settings, "triage", "--file", str(good), COLUMNS="300")
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert "file:7" in report.stdout or " 7 " in report.stdout, report.stdout
+    bad_id = tmp_path / "bad.jsonl"
+    bad_id.write_text('{"id": "x", "text": "hello"}\n')
+    refused = signoff(triage_settings, "triage", "--file", str(bad_id), COLUMNS="300")
+    assert refused.returncode == 1 and f"{bad_id}:1" in refused.stderr and "'id' must be" in refused.stderr
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes('{"text": "caf\u00e9"}\n'.encode("latin-1"))
+    refused = signoff(triage_settings, "triage", "--file", str(latin), COLUMNS="300")
+    assert refused.returncode == 1 and f"{latin} is not UTF-8" in " ".join(refused.stderr.split()), refused.stderr
+    both = signoff(triage_settings, "triage", "--file", str(good), "--ticket", "3")
+    assert both.returncode == 2 and "give it alone" in " ".join(both.stderr.split()), both.stderr

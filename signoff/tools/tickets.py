@@ -105,6 +105,8 @@ def read_ticket_file(path: Path) -> list[Ticket]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8 JSONL") from exc
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -115,8 +117,12 @@ def read_ticket_file(path: Path) -> list[Ticket]:
             subject = rec.get("subject") or rec.get("text")
             if not subject:
                 raise ValueError("needs 'text' or 'subject'")
+            given = rec.get("id", n)
+            if isinstance(given, bool) or not (isinstance(given, int) or str(given).isdigit()) or int(given) < 1:
+                raise ValueError(f"'id' must be a positive whole number, not {given!r} (or leave it out: the "
+                                 "line number is used)")
             tickets.append(Ticket(
-                id=int(rec.get("id", n)) if str(rec.get("id", n)).isdigit() else n,
+                id=int(given),
                 db="file", subject=str(subject)[:200],
                 description=str(rec.get("description") or rec.get("text") or ""),
             ))
