@@ -181,6 +181,10 @@ def test_edit_through_the_modal_is_revalidated_then_written(start_server: Callab
     row = live.svc.rt.reader.read("helpdesk.ticket", [category.target_id], ["category_id"])[0]
     assert row["category_id"][1] == other
     assert len(ticket_writes(odoo_standin)) == len(messages)
+    # "why" tells what was written and that a human changed the agent's proposal.
+    live.slack.dm(LEAD, f"why did you route {category.target_id} there?")
+    wait_for(lambda: any(f"a human edited it; I had proposed {category.args['category']}" in m["text"]
+                         for m in live.slack.messages_in("D" + LEAD[1:])), what="why names the edit")
 
 
 def test_chat_triage_why_and_help_and_a_retried_event_runs_once(start_server: Callable[..., Live]) -> None:

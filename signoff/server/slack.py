@@ -300,13 +300,17 @@ class SlackBridge:
         alternatives = ", ".join(f"{label} {p:.2f}" for label, p in category.get("alternatives", [])[:3])
         lines = [f"*Ticket {ticket_id}*: classified *{category['label']}* at {category['confidence']:.2f}"
                  + (f" (runners-up: {alternatives})" if alternatives else "") + ".",
-                 f"• team *{triage['team']}*: {triage['team_reason']}",
-                 f"• priority *{PRIORITY_NAMES[triage['priority']]}*: {triage['priority_reason']}"]
+                 f"• I proposed team *{triage['team']}*: {triage['team_reason']}",
+                 f"• I proposed priority *{PRIORITY_NAMES[triage['priority']]}*: {triage['priority_reason']}"]
         for neighbour in category.get("neighbours", [])[:2]:
             lines.append(f"• similar resolved ticket ({neighbour['similarity']:.2f}, {neighbour['label']}): "
                          f"{str(neighbour['text'])[:120]}")
         lines += [f"• needs a human: {r}" for r in triage.get("reasons", [])]
         for p in svc.rt.store.find(thread_id=thread):
             by = f" by {who(p.decided_by)}" if p.decided_by else ""
-            lines.append(f"• proposal {describe(p)}: *{p.state}*{by}")
+            arg = next(iter(p.args))
+            mine = PRIORITY_NAMES.get(p.args[arg], p.args[arg]) if arg == "priority" else p.args[arg]
+            edited = (f" (a human edited it; I had proposed {mine})"
+                      if p.edited_args is not None and p.edited_args.get(arg) != p.args.get(arg) else "")
+            lines.append(f"• proposal {describe(p)}: *{p.state}*{by}{edited}")
         return "\n".join(lines)
