@@ -92,9 +92,10 @@ def at_risk(svc: ServerServices, text: str = "", *, top: int = 5) -> str:
         return "No live subscription accounts to score."
     rows.sort(key=lambda r: -r[1].probability)
     month_left = _days_left_in_month(today)
-    ending = {s.partner_id for snap, s in rows
-              if isinstance(snap.features.get("days_to_end"), float)
-              and 0 <= float(snap.features["days_to_end"]) < month_left}  # type: ignore[arg-type]
+    # The current term's end, as `signoff risk explain` and the renewal cycle read it (next invoice date rolled
+    # forward, or an earlier fixed end date), not the subscription's end date alone.
+    days_left = {s.partner_id: (date.fromisoformat(snap.term_end) - today).days for snap, s in rows if snap.term_end}
+    ending = {pid for pid, days in days_left.items() if 0 <= days < month_left}
     model = rows[0][1].model_version
     head = f"*Accounts most at risk* (of {len(rows)} live accounts, churn probability from model `{model}`)"
     if this_month:
@@ -104,9 +105,8 @@ def at_risk(svc: ServerServices, text: str = "", *, top: int = 5) -> str:
     for i, (snap, s) in enumerate(rows[:top], 1):
         driver = next((d.text for d in s.drivers if d.contribution > 0), None) or \
             (s.drivers[0].text if s.drivers else "no single driver")
-        days = snap.features.get("days_to_end")
-        end = f" · :alarm_clock: term ends in {int(days)} days" if s.partner_id in ending and \
-            isinstance(days, float) else ""
+        end = (f" · :alarm_clock: current term ends {snap.term_end} (in {days_left[s.partner_id]} days)"
+               if s.partner_id in ending else "")
         lines.append(f"{i}. *{s.name}* (partner {s.partner_id}): {s.probability:.0%} "
                      f"({s.interval[0]:.0%}–{s.interval[1]:.0%}), band *{s.band}*, confidence {s.confidence:.2f}"
                      f" · top driver: {driver}{end}")
