@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from signoff.config import Settings, get_settings
-from signoff.domain import PRIORITY_NAMES, Decision, Proposal
+from signoff.domain import PRIORITY_NAMES, Decision, Proposal, utcnow
 from signoff.errors import AlreadyDecided, ConfigError, DataError, SignoffError
 
 app = typer.Typer(
@@ -300,11 +300,19 @@ def approvals_list(
     table = Table(title=f"Proposals ({state}): {len(rows)}")
     for col in ("id", "target", "write", "conf.", "state", "approvers"):
         table.add_column(col, overflow="fold")
+    now = utcnow()
+    overdue = 0
     for p in rows:
         target = str(p.target_id) if p.target_model == "helpdesk.ticket" else f"{p.target_model}({p.target_id})"
+        shown: str = p.state
+        if p.state == "pending" and p.expires_at is not None and p.expires_at <= now:
+            shown, overdue = "pending, [yellow]past its expiry[/]", overdue + 1
         table.add_row(_short(p), target, _describe(p),
-                      f"{p.confidence:.2f}" if p.confidence is not None else "rule", p.state, p.approver_group)
+                      f"{p.confidence:.2f}" if p.confidence is not None else "rule", shown, p.approver_group)
     console.print(table)
+    if overdue:
+        console.print(f"{overdue} pending proposal(s) are past their expiry: no decision is accepted any more; "
+                      "the server's sweep (or `signoff approvals recover`) marks them expired and ends their runs")
     if state == "pending" and rows:
         console.print(f"decide with: signoff approvals approve ID --as {_approver_hint(settings, rows)}   "
                       "(or: edit ID --as WHO --set key=value, reject ID --as WHO --reason ...)")
