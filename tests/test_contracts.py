@@ -299,7 +299,7 @@ def test_a_notice_period_not_shorter_than_the_term_goes_to_review_and_sets_no_de
     c = analyse(_source(text), KeywordModel(), load_clause_policy(), today=date(2024, 1, 1))  # type: ignore[arg-type]
     notice = next(t for t in c.terms if t.key == "notice_period")
     assert notice.status == "needs_review" and notice.value is None and notice.spans == []
-    assert "not shorter than the 730-day term" in notice.evidence[0]["note"]
+    assert "not shorter than the 365-day term" in notice.evidence[0]["note"]  # the renewal term it ends
     assert c.notice_deadline is None, "no deadline from a misread notice"
     fine = analyse(_source(), KeywordModel(), load_clause_policy(), today=date(2024, 1, 1))  # type: ignore[arg-type]
     assert next(t for t in fine.terms if t.key == "notice_period").status == "found"

@@ -323,17 +323,12 @@ def _read_values(text: str, terms: dict[str, ContractTerm]) -> None:
 
 
 def _term_days(found: Any) -> int | None:
-    """Days of the term a notice period ends: the initial term (stated, or start to expiration), else the
-    renewal term; None when neither can be read."""
+    """Days of the term a notice period ends, from a stated duration: the initial term ("two (2) years"),
+    else the renewal term; None when neither states one. (Not from two dates: a misread date would make a
+    sound notice period look wrong.)"""
     exp = found("expiration_date")
-    if exp is not None and isinstance(exp.value, dict):
-        if isinstance(exp.value.get("term"), dict):
-            return int(exp.value["term"]["days"])
-        start = found("effective_date") or found("agreement_date")
-        if exp.value.get("date") and start is not None and start.value:
-            days = (date.fromisoformat(exp.value["date"]) - date.fromisoformat(start.value)).days
-            if days > 0:
-                return days
+    if exp is not None and isinstance(exp.value, dict) and isinstance(exp.value.get("term"), dict):
+        return int(exp.value["term"]["days"])
     renewal = found("renewal_term")
     if renewal is not None and isinstance(renewal.value, dict) and isinstance(renewal.value.get("term"), dict):
         return int(renewal.value["term"]["days"])
