@@ -279,3 +279,19 @@ def test_a_field_changed_since_the_proposal_is_not_written_until_a_human_retries
     # Unchanged since the proposal (the usual case): written at once.
     p2 = approved(store, tid, priority=args["priority"])
     assert executor.execute(p2.id).state in ("executed",)
+
+
+def test_a_field_someone_already_set_to_the_proposed_value_is_done_without_a_write(odoo: InMemoryOdoo) -> None:
+    writer = FlakyWriter(odoo.writer(), 0)
+    executor, store, _ = make(odoo, writer)
+    tid = a_ticket(odoo)
+    before = odoo.read("helpdesk.ticket", [tid], ["priority"])[0]["priority"]
+    args = {"priority": "3" if before != "3" else "0"}
+    p = Proposal(id=proposal_id("t", "ticket.set_priority", "helpdesk.ticket", tid, args), thread_id="t",
+                 action="ticket.set_priority", target_model="helpdesk.ticket", target_id=tid, args=args,
+                 current={"priority": before}, approver_group="support-leads", state="approved")
+    store.add(p)
+    odoo.writer().write("helpdesk.ticket", [tid], {"priority": args["priority"]})  # a person did it first
+    done = executor.execute(p.id)
+    assert done.state == "executed" and done.result and done.result.get("already") is True
+    assert writer.writes == 0

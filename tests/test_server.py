@@ -163,8 +163,14 @@ def test_rest_api_decisions_and_error_mapping(start_server: Callable[..., Live],
     assert live.api("POST", "/api/proposals/p_nothing/decision",
                     json={"verdict": "approve", "actor": "cli:lead"}).status_code == 404
     refused = live.api("POST", f"/api/proposals/{pending[0]['id']}/decision",
-                       json={"verdict": "approve", "actor": "slack:U0MALLORY"})
+                       json={"verdict": "approve", "actor": "cli:mallory"})
     assert refused.status_code == 403 and "not in approver group" in refused.json()["detail"]
+    as_slack = live.api("POST", f"/api/proposals/{pending[0]['id']}/decision",
+                        json={"verdict": "approve", "actor": "slack:U0LEAD"})  # a Slack user, claimed over REST
+    assert as_slack.status_code == 422 and "decides in Slack" in as_slack.json()["detail"], as_slack.text
+    approve_with_args = live.api("POST", f"/api/proposals/{pending[0]['id']}/decision",
+                                 json={"verdict": "approve", "actor": "cli:lead", "args": {"category": "x"}})
+    assert approve_with_args.status_code == 422 and "for an edit" in approve_with_args.json()["detail"]
     assert "decision.refused" in kinds(live, pending[0]["id"])
     no_reason = live.api("POST", f"/api/proposals/{pending[0]['id']}/decision",
                          json={"verdict": "reject", "actor": "cli:lead"})

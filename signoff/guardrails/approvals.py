@@ -32,6 +32,13 @@ def _rank(rule: ActionPolicy, group: str) -> int:
     return len(rule.tiers)
 
 
+#: Identities a channel vouches for itself: a ``slack:`` user is who Slack signed, an ``odoo:`` user who
+#: completed the activity in Odoo. The channels where the decider names themself (the CLI's ``--as``, the
+#: REST API's ``actor``) may not decide in their name. (The inbox maps its signed-in users to identities
+#: an operator chose: not refused.)
+CHANNEL_IDENTITIES = ("slack", "odoo")
+SELF_DECLARED_CHANNELS = ("cli", "api")
+
 class Approvals:
     def __init__(self, store: ApprovalStore, audit: AuditLog, policy: Policy) -> None:
         self.store, self.audit, self.policy = store, audit, policy
@@ -112,6 +119,16 @@ class Approvals:
             self.expire(proposal.id)
             raise self._already(proposal.id)
 
+        if decision.verdict != "edit" and decision.args:
+            raise InvalidDecision(f"new values are for an edit, not {decision.verdict}: send verdict 'edit' with "
+                                  "args, or leave args out")
+        kind = decision.actor.split(":", 1)[0]
+        if kind in CHANNEL_IDENTITIES and decision.channel in SELF_DECLARED_CHANNELS:
+            self.audit.append("decision.refused", proposal.id, decision.actor,
+                              {"verdict": decision.verdict, "channel": decision.channel,
+                               "reason": f"a {kind}: identity decides in {kind} only"}, thread_id=proposal.thread_id)
+            raise InvalidDecision(f"{decision.actor} is a {kind.title()} identity: it decides in {kind.title()}, not "
+                                  f"through {decision.channel} (name your own identity, e.g. cli:<name>)")
         self.authorise(proposal, decision.actor, verb=decision.verdict, channel=decision.channel)
 
         meta: dict[str, Any] = {

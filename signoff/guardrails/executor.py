@@ -121,8 +121,10 @@ class Executor:
                 return now
             try:
                 if check_unchanged:
-                    self._check_unchanged(claimed)
                     check_unchanged = False
+                    if self._check_unchanged(claimed):  # someone set it to the proposed value already
+                        return self._done(claimed, {"already": True, "model": claimed.target_model,
+                                                    "id": claimed.target_id, "args": args})
                 self._crash("before_write")
                 result = action.apply(self.writer, claimed.target_id, args, marker_id=claimed.id)
                 self._crash("after_write")
@@ -147,19 +149,23 @@ class Executor:
             except (OdooError, ExecutionError) as exc:
                 return self._fail(claimed, exc, attempt)
 
-    def _check_unchanged(self, proposal: Proposal) -> None:
-        """ChangedInOdoo when the field no longer holds the value the approver saw as current."""
+    def _check_unchanged(self, proposal: Proposal) -> bool:
+        """ChangedInOdoo when the field no longer holds the value the approver saw as current; True when it
+        already holds the proposed one (nothing to write)."""
         read_now = getattr(get_action(proposal.action), "current", None)
         if read_now is None or not proposal.current:
-            return  # a create (an activity): nothing was shown as current
+            return False  # a create (an activity): nothing was shown as current
         arg, then = next(iter(proposal.current.items()))
         now = read_now(self.writer, proposal.target_id)
+        if now == proposal.effective_args.get(arg):
+            return True
         if now != then:
             shown = {None: "(empty)"}
             raise ChangedInOdoo(
                 f"{proposal.target_model} {proposal.target_id}: {arg} changed in Odoo since the proposal "
                 f"(it was {shown.get(then, repr(then))}, it is now {shown.get(now, repr(now))}); not written. "
                 f"Retry it to write over the change (signoff approvals retry), or cancel it")
+        return False
 
     def _landed(self, proposal: Proposal) -> bool:
         """Whether Odoo already shows the proposal applied (False when Odoo cannot be read)."""
