@@ -59,10 +59,15 @@ def _settings() -> Settings:
     try:
         settings = get_settings()
     except ValidationError as exc:
-        problems = "; ".join(f"SIGNOFF_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
-        raise _fail(ValueError(f"bad setting: {problems}"), 2) from exc
+        raise _fail(ValueError(_bad_settings(exc)), 2) from exc
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     return settings
+
+
+def _bad_settings(exc: Any) -> str:
+    """A Settings ValidationError as one line naming each SIGNOFF_* variable."""
+    return "bad setting: " + "; ".join(f"SIGNOFF_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+                                       for e in exc.errors())
 
 
 def _fail(exc: Exception, code: int = 1) -> typer.Exit:
@@ -782,8 +787,14 @@ _mount_db()
 
 def main() -> None:
     """The console script: typer's app, with no Python traceback for the errors a user can cause."""
+    from pydantic import ValidationError
+
     try:
         app()
+    except ValidationError as exc:  # Settings() in a sub-command (serve, risk, contracts, ...): exit 2 as here
+        settings = exc.title == "Settings"
+        err.print(f"[bold red]error:[/] {_bad_settings(exc) if settings else exc}")
+        raise SystemExit(2 if settings else 1) from exc
     except UnicodeDecodeError as exc:
         err.print(f"[bold red]error:[/] a file is not UTF-8 text ({exc.reason} at byte {exc.start})")
         raise SystemExit(1) from exc

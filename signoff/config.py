@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The public labelled data sits beside the checkout (``../shared/data``); CI has it there too.
@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     odoo_executor_login: str = "executor"
     """The user the executor writes approved proposals with (the only write-capable credential)."""
     odoo_executor_password: SecretStr = SecretStr("executor")
-    odoo_timeout: float = 30.0
+    odoo_timeout: float = Field(default=30.0, gt=0)
     odoo_version: str = "17.0"
     """Version profile of the built-in stand-in (16.0, 17.0 or 18.0)."""
 
@@ -58,10 +58,10 @@ class Settings(BaseSettings):
     contract_policy_path: Path | None = None
     """Clause policy YAML of the contracts agent (deviations, thresholds); unset means the packaged
     ``signoff/guardrails/contract_policy.yaml``."""
-    max_ticket_chars: int = 4000
+    max_ticket_chars: int = Field(default=4000, ge=100)
     """Longer ticket text is cut to this size before any model sees it."""
-    executor_max_attempts: int = 3
-    executor_stale_seconds: float = 60.0
+    executor_max_attempts: int = Field(default=3, ge=1)
+    executor_stale_seconds: float = Field(default=60.0, ge=0)
     """An ``executing`` proposal older than this is reconciled by the recovery sweep."""
 
     # Models --------------------------------------------------------------------------------------
@@ -76,15 +76,15 @@ class Settings(BaseSettings):
     """e.g. ``https://api.openai.com/v1``, vLLM/llama.cpp ``http://host:8000/v1``, Ollama ``http://host:11434/v1``."""
     llm_api_key: SecretStr | None = None
     llm_model: str | None = None
-    llm_timeout: float = 60.0
+    llm_timeout: float = Field(default=60.0, gt=0)
     """Seconds per LLM request."""
-    llm_max_retries: int = 2
+    llm_max_retries: int = Field(default=2, ge=0)
     """Retries of a request that got 408/409/429/5xx or no connection (exponential backoff, by the client)."""
-    llm_max_tokens: int = 64
+    llm_max_tokens: int = Field(default=64, ge=1)
     """Cap on the answer's tokens (a label and a one-sentence rationale)."""
     llm_confidence: str = "auto"
     """``logprobs`` (label-token log-probabilities), ``samples`` (agreement of k answers) or ``auto``."""
-    llm_samples: int = 5
+    llm_samples: int = Field(default=5, ge=1)
     """k for ``samples`` confidence."""
     llm_sample_temperature: float = 0.8
     llm_price_input: float = 0.0
@@ -108,9 +108,9 @@ class Settings(BaseSettings):
     Unset: the webhook endpoint refuses every call (503)."""
     api_token: SecretStr | None = None
     """Bearer token of the approvals REST API (``/api/...``). Unset: the API refuses every call (503)."""
-    server_workers: int = 4
+    server_workers: int = Field(default=4, ge=1)
     """Threads that run triage, resumes and Slack follow-ups off the event loop."""
-    sweep_seconds: float = 30.0
+    sweep_seconds: float = Field(default=30.0, ge=0)
     """How often the server expires overdue proposals, sends reminders and resumes decided runs (0: never)."""
 
     # Orchestration (runs from outside, events out) ------------------------------------------------
@@ -118,14 +118,14 @@ class Settings(BaseSettings):
     """YAML mapping ``POST /webhooks/in/{source}`` payloads to agent runs (``source: {agent, input, when}``)."""
     inbound_secrets: dict[str, SecretStr] = Field(default_factory=dict)
     """HMAC secret per inbound source, as JSON: ``{"billing": "..."}``. A source without one answers 404."""
-    outbound_poll_seconds: float = 1.0
+    outbound_poll_seconds: float = Field(default=1.0, ge=0)
     """How often the event worker tails the audit log and sends due deliveries (0: no worker)."""
-    outbound_timeout: float = 10.0
+    outbound_timeout: float = Field(default=10.0, gt=0)
     """Seconds per event delivery request."""
-    outbound_backoff_seconds: float = 5.0
+    outbound_backoff_seconds: float = Field(default=5.0, ge=0)
     """Wait before the second delivery attempt; doubles each attempt up to ``outbound_backoff_max_seconds``."""
-    outbound_backoff_max_seconds: float = 900.0
-    outbound_give_up_seconds: float = 86400.0
+    outbound_backoff_max_seconds: float = Field(default=900.0, ge=0)
+    outbound_give_up_seconds: float = Field(default=86400.0, gt=0)
     """A delivery still failing this long after its first attempt is ``failed`` (replay it by hand)."""
 
     # Web inbox (/inbox) ---------------------------------------------------------------------------
@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     inbox_trusted_header: str | None = None
     """Header a reverse proxy that authenticates people sets to the user name (e.g. ``X-Forwarded-User``).
     Only set it when the proxy strips that header from clients' requests. Unset: sign-in with a password."""
-    inbox_session_hours: float = 12.0
+    inbox_session_hours: float = Field(default=12.0, gt=0)
     """How long an inbox sign-in lasts."""
     inbox_secure_cookie: bool = False
     """Mark the session cookie ``Secure`` (set it when the inbox is served over HTTPS)."""
@@ -144,6 +144,14 @@ class Settings(BaseSettings):
     log_level: str = "WARNING"
     fault_injection: str | None = None
     """Test hook only: ``before_write`` or ``after_write`` makes the executor die like ``kill -9`` there."""
+
+    @field_validator("inbox_secret")
+    @classmethod
+    def _inbox_secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("needs at least 16 characters (it signs the inbox's sessions); leave it unset to keep "
+                             "the inbox off")
+        return value
 
     @property
     def models_path(self) -> Path:

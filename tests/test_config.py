@@ -43,3 +43,25 @@ def test_a_mistyped_setting_is_named_not_silently_ignored() -> None:
     out = subprocess.run([sys.executable, "-m", "signoff.cli", "approvals", "list"], env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and "did you mean SIGNOFF_SWEEP_SECONDS?" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(("variable", "value", "says"), [
+    ("SIGNOFF_MAX_TICKET_CHARS", "-5", "greater than or equal to 100"),
+    ("SIGNOFF_EXECUTOR_MAX_ATTEMPTS", "0", "greater than or equal to 1"),
+    ("SIGNOFF_ODOO_TIMEOUT", "0", "greater than 0"),
+    ("SIGNOFF_INBOX_SECRET", "short", "at least 16 characters"),
+])
+def test_out_of_range_settings_stop_every_command_with_exit_2(variable: str, value: str, says: str,
+                                                              tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_")}, variable: value,
+           "SIGNOFF_DATA_DIR": str(tmp_path), "COLUMNS": "300"}
+    for command in (["approvals", "list"], ["serve", "--port", "0"]):
+        out = subprocess.run([sys.executable, "-c", "from signoff.cli import main; main()", *command], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2, (command, out.stderr)
+        assert f"bad setting: {variable}" in out.stderr and says in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
