@@ -101,6 +101,8 @@ def train(
     when SIGNOFF_ODOO_URL is unset); --file reads a JSONL file instead. `signoff train risk` fits the
     renewal-risk model instead, taking the same --source, --calibration and --c as `signoff risk train`
     (the triage options --file, --text-field, --label-field and --limit are refused with it).
+    Too few examples to hold out a calibration fold (its confidences would mean nothing to the policy's
+    thresholds) is refused and the current model is kept.
     """
     from signoff.llm.training import load_labelled_jsonl
 
@@ -151,7 +153,7 @@ def _history_from_odoo(settings: Settings, limit: int | None) -> tuple[list[str]
 MIN_TRAINING_EXAMPLES = 20
 
 
-def _train(settings: Settings, texts: list[str], labels: list[str]) -> Any:
+def _train(settings: Settings, texts: list[str], labels: list[str], *, require_calibrated: bool = True) -> Any:
     from signoff.guardrails.screens import redact
     from signoff.llm.training import train as fit
 
@@ -167,7 +169,7 @@ def _train(settings: Settings, texts: list[str], labels: list[str]) -> Any:
         def report(stage: str, fraction: float) -> None:
             progress.update(task, description=stage, completed=int(fraction * 100))
 
-        report_ = fit(texts, labels, settings.models_path, progress=report)
+        report_ = fit(texts, labels, settings.models_path, progress=report, require_calibrated=require_calibrated)
     from signoff.guardrails.state import state
 
     with state(settings) as st:
@@ -373,6 +375,12 @@ def approvals_show(proposal: Annotated[str, typer.Argument(help="Proposal id or 
             delta = float(n.get("delta") or 0.0) * 100
             lines.append(f"  driver {float(n['contribution']):+.2f} log-odds ({delta:+.1f} pts): "
                          + e(textwrap.shorten(str(n.get('text') or n.get('label', '')), 160, placeholder=' …')))
+        elif "rule" in n:  # a legal review: the clause-policy rule and where the contract says it
+            where = ", ".join(f"[{a}:{b}]" for a, b in n.get("spans") or [])
+            lines.append(f"  deviation {e(str(n['rule']))}" + (f" at {where}" if where else ""))
+        elif "quote" in n:  # a renewal reminder: the contract text it rests on
+            a, b = (n.get("span") or [0, 0])[:2]
+            lines.append(f"  source [{a}:{b}]: " + e(textwrap.shorten(str(n["quote"]), 140, placeholder=" …")))
         else:
             lines.append(f"  similar ({n.get('similarity', 0):.2f}, {e(str(n.get('label')))}): "
                          + e(textwrap.shorten(str(n.get('text', '')), 100, placeholder=' …')))
@@ -676,7 +684,7 @@ def demo(
                 model = TextClassifier.load(settings.models_path)
                 console.print(f"using trained model {model.version}")
             except ModelNotTrained:
-                report = _train(settings, texts, labels)
+                report = _train(settings, texts, labels, require_calibrated=False)  # the small offline sample too
                 console.print(f"trained {report.version} in {report.seconds:.1f}s "
                               f"(held-out accuracy {report.accuracy:.3f}, ECE {report.ece:.3f})")
             console.rule("3. Triage")

@@ -273,7 +273,10 @@ class Proposal(BaseModel):
     args: dict[str, Any]
     """The values to write (by name, e.g. ``{"category": "cancel_order"}``)."""
     current: dict[str, Any] = Field(default_factory=dict)
-    """The values in Odoo when proposed, for the diff."""
+    """The values in Odoo when proposed, for the diff (the executor checks them again before writing)."""
+    requires: dict[str, list[Any]] = Field(default_factory=dict)
+    """Other fields of the target the write depends on, and the values they may hold when it runs: a team
+    chosen for a category needs the ticket to have that category (or still the one it had)."""
     rationale: str = ""
     confidence: float | None = None
     evidence: list[dict[str, Any]] = Field(default_factory=list)
@@ -289,6 +292,9 @@ class Proposal(BaseModel):
     edited_args: dict[str, Any] | None = None
     attempts: int = 0
     executing_since: datetime | None = None
+    executing_owner: str | None = None
+    """The process executing it (:func:`signoff.guardrails.owner.process_owner`): a dead one on this host
+    frees the write for recovery at once, without waiting for the stale bound."""
     result: dict[str, Any] | None = None
     error: str | None = None
     policy_version: str | None = None

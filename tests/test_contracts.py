@@ -384,6 +384,14 @@ def test_odoo_attachment_proposals_and_exactly_once(settings: Settings, odoo_wri
         assert reminder.args["deadline"] == "2024-11-14"  # 30 days before the 2024-12-14 notice deadline
         assert reminder.approver_group == "cs-leads" and proposals[LEGAL_ACTION].approver_group == "legal"
         assert runner.run(att)[0] == "duplicate"  # a second event starts nothing
+        from signoff.cli import app
+
+        env = {"SIGNOFF_DATA_DIR": str(settings.data_dir), "SIGNOFF_ODOO_URL": str(settings.odoo_url),
+               "COLUMNS": "300"}
+        for p, says in ((proposals[LEGAL_ACTION], "deviation "), (reminder, "source [")):
+            shown = CliRunner().invoke(app, ["approvals", "show", p.id], env=env)
+            assert shown.exit_code == 0 and says in shown.output, shown.output
+            assert "similar (0.00, None)" not in shown.output
 
         rt.approvals.decide(Decision(proposal_id=reminder.id, verdict="approve", actor="cli:cslead"))
         assert resume_thread(rt, reminder.thread_id, "cli:cslead") is None  # legal review still pending

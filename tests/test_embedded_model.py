@@ -204,3 +204,20 @@ def test_train_and_jsonl_loading(tmp_path: Path) -> None:
 def test_ece() -> None:
     assert expected_calibration_error(np.array([1.0, 1.0]), np.array([1, 1])) == 0.0
     assert expected_calibration_error(np.array([0.9, 0.9]), np.array([0, 0])) == pytest.approx(0.9)
+
+
+def test_signoff_train_refuses_too_little_data_to_calibrate_and_keeps_the_model(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from signoff.cli import app
+
+    tiny = tmp_path / "tiny.jsonl"
+    tiny.write_text("".join(json.dumps({"text": f"please refund order {i}" if i % 2 else f"moon cheese {i}",
+                                        "intent": "get_refund" if i % 2 else "moon_cheese"}) + "\n"
+                            for i in range(24)))
+    result = CliRunner().invoke(app, ["train", "--file", str(tiny)],
+                                env={"SIGNOFF_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "300"})
+    assert result.exit_code == 1 and "too few to hold out a calibration fold" in result.output, result.output
+    assert not (tmp_path / "data" / "models" / "LATEST").exists(), "nothing saved, nothing promoted"

@@ -295,3 +295,41 @@ def test_a_field_someone_already_set_to_the_proposed_value_is_done_without_a_wri
     done = executor.execute(p.id)
     assert done.state == "executed" and done.result and done.result.get("already") is True
     assert writer.writes == 0
+
+
+@pytest.mark.parametrize("team_decided_after_the_edit", [True, False])
+def test_a_team_is_written_beside_an_edited_category_only_if_approved_after_the_edit(
+        odoo: InMemoryOdoo, team_decided_after_the_edit: bool) -> None:
+    from datetime import timedelta
+
+    from signoff.domain import utcnow
+
+    writer = FlakyWriter(odoo.writer(), 0)
+    executor, store, _ = make(odoo, writer)
+    tid = a_ticket(odoo)
+    row = odoo.read("helpdesk.ticket", [tid], ["category_id", "team_id"])[0]
+    before_cat = row["category_id"][1] if row["category_id"] else None
+    before_team = row["team_id"][1] if row["team_id"] else None
+    cats = [r["name"] for r in odoo.search_read("helpdesk.ticket.category", [], ["name"])]
+    teams = [r["name"] for r in odoo.search_read("helpdesk.ticket.team", [], ["name"])]
+    agents, edited = [c for c in cats if c != before_cat][:2]
+    team = next(t for t in teams if t != before_team)
+    t0 = utcnow()
+    cat_args, team_args = {"category": agents}, {"team": team}
+    category = Proposal(id=proposal_id("t", "ticket.set_category", "helpdesk.ticket", tid, cat_args), thread_id="t",
+                        action="ticket.set_category", target_model="helpdesk.ticket", target_id=tid, args=cat_args,
+                        current={"category": before_cat}, edited_args={"category": edited}, decided_at=t0,
+                        approver_group="support-leads", state="approved")
+    team_p = Proposal(id=proposal_id("t", "ticket.set_team", "helpdesk.ticket", tid, team_args), thread_id="t",
+                      action="ticket.set_team", target_model="helpdesk.ticket", target_id=tid, args=team_args,
+                      current={"team": before_team}, requires={"category": [before_cat, agents]},
+                      decided_at=t0 + timedelta(seconds=1 if team_decided_after_the_edit else -1),
+                      approver_group="support-leads", state="approved")
+    store.add(category)
+    store.add(team_p)
+    assert executor.execute(category.id).state == "executed"  # the edited category is written first
+    done = executor.execute(team_p.id)
+    if team_decided_after_the_edit:  # its approver saw the edit
+        assert done.state == "executed", done.error
+    else:
+        assert done.state == "failed" and "chosen for category" in (done.error or "")

@@ -10,14 +10,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 from conftest import WEBHOOK_SECRET, Live, both_dbs, new_ticket_ids, wait_for
 from fastapi.testclient import TestClient
 
 from signoff.config import Settings
-from signoff.domain import utcnow
 from signoff.sandbox.odoo import OdooStandIn
 from signoff.server.app import create_app
 
@@ -269,9 +267,8 @@ def test_sweep_finishes_a_write_a_killed_cli_left_executing_once_its_claim_is_st
     start_server: Callable[..., Live], odoo_standin: OdooStandIn
 ) -> None:
     """The CLI dies after claiming a write (``executing``), before Odoo sees it. The sweep resumes the run at
-    once but leaves that write alone while the claim is live (another process may still be writing); once the
-    claim is older than SIGNOFF_EXECUTOR_STALE_SECONDS, a sweep writes it, exactly once, with no human.
-    The run's claim the dead CLI held does not hold anything up: its holder is gone."""
+    once but leaves that write alone while its holder lives (it may still be writing); once the holder is gone
+    (or the claim is older than SIGNOFF_EXECUTOR_STALE_SECONDS), a sweep writes it, exactly once, no human."""
     live = start_server(channel="inbox", settings_update={"executor_stale_seconds": 60.0})
     tid = new_ticket_ids(live)[0]
     thread = live.api("POST", "/api/triage", json={"ticket_id": tid}).json()["thread_id"]
@@ -289,19 +286,29 @@ def test_sweep_finishes_a_write_a_killed_cli_left_executing_once_its_claim_is_st
     assert len(interrupted) == 1 and ticket_writes(odoo_standin) == []
     pid = interrupted[0].id
 
-    # The dead CLI's claim on the run is free at once: its process is gone (signoff.guardrails.owner).
-    # Not stale yet: the run is resumed (its other writes happen), this write is left alone, on every sweep.
-    for expect_resumed in (1, 0):
-        swept = live.api("POST", "/api/sweep").json()
-        assert (swept["resumed"], swept["recovered"], swept["waiting"]) == (expect_resumed, 0, 1), swept
-        assert store.get(pid).state == "executing"
-        assert len(ticket_writes(odoo_standin)) == len(pending) - 1
-    assert live.api("GET", f"/api/runs/{thread}").json()["status"] == "done"
+    # The dead CLI's claims are free at once (its process is gone: signoff.guardrails.owner). To see what a
+    # live holder gets, hand the interrupted write to a process that is still running.
+    from signoff.guardrails.owner import owner_of
 
-    # The dead CLI's claim goes stale (time travel, as the trials age claims): the next sweep writes it.
-    store.transition(pid, ("executing",), executing_since=utcnow() - timedelta(seconds=61))
-    swept = live.api("POST", "/api/sweep").json()
-    assert (swept["resumed"], swept["recovered"], swept["waiting"]) == (0, 1, 0), swept
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        store.transition(pid, ("executing",), executing_owner=owner_of(holder.pid))
+        # Held by a live process, not stale: the run is resumed (its other writes happen), this write is left
+        # alone, on every sweep.
+        for expect_resumed in (1, 0):
+            swept = live.api("POST", "/api/sweep").json()
+            assert (swept["resumed"], swept["recovered"], swept["waiting"]) == (expect_resumed, 0, 1), swept
+            assert store.get(pid).state == "executing"
+            assert len(ticket_writes(odoo_standin)) == len(pending) - 1
+        assert live.api("GET", f"/api/runs/{thread}").json()["status"] == "done"
+        # Its holder dies: the next sweep writes it at once (no waiting for SIGNOFF_EXECUTOR_STALE_SECONDS).
+        holder.kill()
+        holder.wait(10)
+        swept = live.api("POST", "/api/sweep").json()
+        assert (swept["resumed"], swept["recovered"], swept["waiting"]) == (0, 1, 0), swept
+    finally:
+        holder.kill()
+        holder.wait(10)
     assert {p.state for p in store.find(thread_id=thread)} == {"executed"}
     assert len(ticket_writes(odoo_standin)) == len(pending), "each approved proposal written exactly once"
     trail = kinds(live, pid)

@@ -387,6 +387,22 @@ def test_pii_never_reaches_the_model(triage_settings: Settings, model_dir: Path)
         assert secret not in stored, "the checkpointer never stores the raw ticket"
 
 
+class UnknownLabelClassifier(SpyClassifier):
+    """The real model, but sure of a category Odoo does not have (a model trained on someone else's labels)."""
+
+    def predict(self, texts: list[str]) -> list[Prediction]:
+        return [p.model_copy(update={"label": "moon_cheese", "confidence": 0.97}) for p in super().predict(texts)]
+
+
+def test_a_category_odoo_does_not_have_is_never_proposed(triage_settings: Settings, model_dir: Path) -> None:
+    with open_runtime(triage_settings, classifier=UnknownLabelClassifier(TextClassifier.load(model_dir))) as rt:
+        tid = any_new_ticket(rt)
+        result = rt.runner.run(tid)
+        assert result.triage is not None and result.triage.outcome == "needs_human"
+        assert any("'moon_cheese' is not a helpdesk.ticket.category in Odoo" in r for r in result.triage.reasons)
+        assert rt.store.find(thread_id=f"ticket:signoff:{tid}") == [], "no category, and no team routed from it"
+
+
 def test_odoo_down_fails_the_run_cleanly_and_it_can_be_retried(rt: Runtime, odoo_standin: OdooStandIn) -> None:
     tid = any_new_ticket(rt)
     odoo_standin.stop()
@@ -477,8 +493,13 @@ def test_a_field_changed_in_odoo_after_the_proposal_is_not_overwritten(rt: Runti
     other = next(n for n in ("complaint", "get_refund", "track_refund") if n != category.args["category"])
     admin = OdooWriter.connect(odoo_standin.url, triage_settings.odoo_db, "admin", "admin", timeout=5.0)
     other_id = admin.search_read("helpdesk.ticket.category", [["name", "=", other]], ["id"], limit=1)[0]["id"]
+    team = next((p for p in rt.store.find(thread_id=f"ticket:signoff:{tid}") if p.action == "ticket.set_team"), None)
     for p in rt.store.find(thread_id=f"ticket:signoff:{tid}", states=("pending",)):
-        if p.id != category.id:  # the run resumes when its last pending decision is made: this one, below
+        if p.id == category.id:
+            continue  # the run resumes when its last pending decision is made: this one, below
+        if team is not None and p.id == team.id:  # the team was routed from the agent's category
+            rt.approvals.decide(Decision(proposal_id=p.id, verdict="approve", actor="cli:lead"))
+        else:
             rt.approvals.decide(Decision(proposal_id=p.id, verdict="reject", actor="cli:lead", reason="not now"))
     admin.write("helpdesk.ticket", [tid], {"category_id": other_id})  # a person, in Odoo
     writes_before = len(ticket_writes(odoo_standin))
@@ -491,6 +512,11 @@ def test_a_field_changed_in_odoo_after_the_proposal_is_not_overwritten(rt: Runti
     assert f"it is now {other!r}" in (failed.error or "") and "not written" in (failed.error or "")
     assert len(ticket_writes(odoo_standin)) == writes_before, "nothing written over the person's change"
     assert rt.reader.read("helpdesk.ticket", [tid], ["category_id"])[0]["category_id"][1] == other
+    assert team is not None, "the seeded ticket gets a team proposal too"
+    if team is not None:  # nor a team chosen for a category the ticket no longer has
+        held = rt.store.get(team.id)
+        assert held.state == "failed" and "chosen for category" in (held.error or ""), held.error
+        assert f"now {other!r}" in (held.error or "")
 
     again = signoff(triage_settings, "approvals", "retry", category.id, "--as", "cli:lead")
     assert again.returncode == 0 and "executed" in again.stdout, again.stdout + again.stderr

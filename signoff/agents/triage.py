@@ -148,13 +148,14 @@ def classify(state: TriageState, runtime: Runtime[TriageServices]) -> TriageStat
 
 def _proposal(svc: TriageServices, ticket: Ticket, action: str, args: dict[str, Any], current: Any,
               confidence: float | None, rationale: str, evidence: list[dict[str, Any]],
-              model_version: str) -> Proposal:
+              model_version: str, requires: dict[str, list[Any]] | None = None) -> Proposal:
     rule = svc.policy.action(action)
     expires = parse_duration(rule.expires)
     return Proposal(
         id=proposal_id(ticket.thread_id, action, "helpdesk.ticket", ticket.id, args),
         thread_id=ticket.thread_id, action=action, target_model="helpdesk.ticket", target_id=ticket.id,
-        args=args, current={next(iter(args)): current}, rationale=rationale, confidence=confidence,
+        args=args, current={next(iter(args)): current}, requires=requires or {}, rationale=rationale,
+        confidence=confidence,
         evidence=evidence, approver_group=rule.approver_group(), channel=rule.channel,
         requested_by=AGENT, expires_at=utcnow() + expires if expires else utcnow() + timedelta(days=7),
         policy_version=svc.policy.label, model_version=model_version,
@@ -203,7 +204,13 @@ def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
         why += "; WARNING: the ticket contains text addressed to the AI, it was ignored"
 
     wanted: list[Proposal] = []
-    if not confident:
+    unknown = confident and ticket.db != "file" and svc.reader is not None and not svc.reader.search_count(
+        "helpdesk.ticket.category", [["name", "=", prediction.label]])
+    if unknown:  # a label Odoo has no category for: nothing to write, and no team to route from it
+        confident = False
+        reasons.append(f"the model's category {prediction.label!r} is not a helpdesk.ticket.category in Odoo: "
+                       "nothing proposed (retrain on Odoo's categories: signoff train); left to human triage")
+    elif not confident:
         reasons.append(f"category confidence {prediction.confidence:.2f} is below "
                        f"{_threshold(category_threshold):.2f} for ticket.set_category: left to human triage "
                        f"(best guesses: {best}, {alternatives or 'none'}; "
@@ -216,9 +223,12 @@ def decide(state: TriageState, runtime: Runtime[TriageServices]) -> TriageState:
         team_rule = policy.action("ticket.set_team")
         if team != ticket.team and confident_enough(prediction.confidence,
                                                     team_rule.min_confidence_for(prediction.label)):
+            # The team follows from the category: it is written only while the ticket has that category (or
+            # still the one it had), never beside a category a person set otherwise in Odoo or in an edit.
+            basis = list(dict.fromkeys([ticket.category, prediction.label]))
             wanted.append(_proposal(svc, ticket, "ticket.set_team", {"team": team}, ticket.team,
                                     prediction.confidence, f"{team_reason}; {why}", evidence,
-                                    prediction.model_version))
+                                    prediction.model_version, requires={"category": basis}))
     if priority != ticket.priority and confident:
         wanted.append(_proposal(svc, ticket, "ticket.set_priority", {"priority": priority}, ticket.priority,
                                 None, f"priority {PRIORITY_NAMES[priority]}: {priority_reason}", [],

@@ -7,6 +7,7 @@ is the read-back that reconciles an interrupted execution.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -117,6 +118,15 @@ _TABLE: tuple[ExecutableAction, ...] = (
     *ACTIVITY_ACTIONS,  # account.csm_followup, account.retention_offer: creates, exactly once by marker
 )
 ACTIONS: dict[str, ExecutableAction] = {a.name: a for a in _TABLE}
+
+
+def field_reader(model: str, arg: str) -> Callable[[OdooReader, int], Any] | None:
+    """How to read one field of a record by its argument name (``category`` of a ticket), via the action
+    that writes it; None when no action writes it."""
+    for action in ACTIONS.values():
+        if isinstance(action, Action) and action.target_model == model and action.arg == arg:
+            return action.current
+    return None
 
 
 def get_action(name: str) -> ExecutableAction:

@@ -22,8 +22,9 @@ from datetime import timedelta
 
 from signoff.domain import Proposal, utcnow
 from signoff.errors import ChangedInOdoo, ExecutionError, OdooConnectionError, OdooError, OdooInternalError
-from signoff.guardrails.actions import get_action
+from signoff.guardrails.actions import field_reader, get_action
 from signoff.guardrails.audit import AuditLog
+from signoff.guardrails.owner import owner_gone, process_owner
 from signoff.guardrails.store import ApprovalStore
 from signoff.integrations.odoo import OdooWriterPort
 
@@ -66,14 +67,15 @@ class Executor:
         """Take the proposal for execution. Returns (claimed proposal or None, whether it is a recovery)."""
         if proposal.state == "approved":
             claimed = self.store.transition(proposal.id, ("approved",), state="executing",
-                                            attempts=proposal.attempts + 1, executing_since=utcnow())
+                                            attempts=proposal.attempts + 1, executing_since=utcnow(),
+                                            executing_owner=process_owner())
             return claimed, False
         if proposal.state == "executing":
-            since = proposal.executing_since or proposal.created_at
-            if utcnow() - since < timedelta(seconds=self.stale_after):
+            if not self._interrupted(proposal):
                 return None, False  # another worker is on it right now
             claimed = self.store.transition(proposal.id, ("executing",), expect={"attempts": proposal.attempts},
-                                            executing_since=utcnow(), attempts=proposal.attempts + 1)
+                                            executing_since=utcnow(), attempts=proposal.attempts + 1,
+                                            executing_owner=process_owner())
             return claimed, True
         return None, False
 
@@ -152,6 +154,15 @@ class Executor:
     def _check_unchanged(self, proposal: Proposal) -> bool:
         """ChangedInOdoo when the field no longer holds the value the approver saw as current; True when it
         already holds the proposed one (nothing to write)."""
+        for field, allowed in proposal.requires.items():  # what the write was chosen for still holds?
+            reader_of = field_reader(proposal.target_model, field)
+            held = reader_of(self.writer, proposal.target_id) if reader_of else None
+            if reader_of is not None and held not in allowed and not self._edited_before(proposal, field, held):
+                raise ChangedInOdoo(
+                    f"{proposal.target_model} {proposal.target_id}: this write was chosen for {field} "
+                    f"{' or '.join(repr(a) if a is not None else '(empty)' for a in allowed)}, and the {field} is "
+                    f"now {held!r} (changed in Odoo or by an edit); not written. Retry it to write it anyway "
+                    f"(signoff approvals retry), or cancel it")
         read_now = getattr(get_action(proposal.action), "current", None)
         if read_now is None or not proposal.current:
             return False  # a create (an activity): nothing was shown as current
@@ -165,6 +176,17 @@ class Executor:
                 f"{proposal.target_model} {proposal.target_id}: {arg} changed in Odoo since the proposal "
                 f"(it was {shown.get(then, repr(then))}, it is now {shown.get(now, repr(now))}); not written. "
                 f"Retry it to write over the change (signoff approvals retry), or cancel it")
+        return False
+
+    def _edited_before(self, proposal: Proposal, field: str, value: object) -> bool:
+        """Whether ``field`` holds ``value`` because an approver edited a sibling proposal of this run to it
+        before this one was decided: whoever approved this one saw that edit."""
+        for sibling in self.store.find(thread_id=proposal.thread_id):
+            if (sibling.id != proposal.id and sibling.edited_args is not None
+                    and sibling.target_id == proposal.target_id and sibling.edited_args.get(field) == value
+                    and sibling.decided_at is not None and proposal.decided_at is not None
+                    and sibling.decided_at <= proposal.decided_at):
+                return True
         return False
 
     def _landed(self, proposal: Proposal) -> bool:
@@ -192,11 +214,15 @@ class Executor:
         log.error("execution of %s failed after %d attempt(s): %s", proposal.id, attempt, error)
         return failed or self.store.get(proposal.id)
 
+    def _interrupted(self, proposal: Proposal) -> bool:
+        """An ``executing`` proposal nobody is working on: older than the bound, or its process is gone (on
+        this host: :func:`owner_gone`)."""
+        since = proposal.executing_since or proposal.created_at
+        return utcnow() - since >= timedelta(seconds=self.stale_after) or owner_gone(proposal.executing_owner)
+
     def stale(self) -> list[Proposal]:
-        """Executions interrupted by a crash (``executing`` for longer than the bound)."""
-        bound = utcnow() - timedelta(seconds=self.stale_after)
-        return [p for p in self.store.find(states=("executing",))
-                if (p.executing_since or p.created_at) <= bound]
+        """Executions interrupted by a crash (``executing`` for longer than the bound, or by a dead process)."""
+        return [p for p in self.store.find(states=("executing",)) if self._interrupted(p)]
 
     def retry(self, proposal_id: str, actor: str) -> Proposal:
         """Put a failed proposal back for another execution (from the exception queue)."""

@@ -38,7 +38,11 @@ def _host() -> str:
 
 def process_owner() -> str:
     """This process, as a claim's owner (computed each time: a forked child is another owner)."""
-    pid = os.getpid()
+    return owner_of(os.getpid())
+
+
+def owner_of(pid: int) -> str:
+    """Process ``pid`` of this host (and pid namespace), as a claim's owner."""
     return f"{_host()}|{pid}|{_start_ticks(pid)}"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -75,12 +76,20 @@ def train(
     out_dir: str | Path,
     *,
     progress: ProgressFn | None = None,
+    require_calibrated: bool = False,
 ) -> TrainReport:
-    """Fit a calibrated :class:`~signoff.llm.classifier.TextClassifier` and save it under ``out_dir``."""
+    """Fit a calibrated :class:`~signoff.llm.classifier.TextClassifier` and save it under ``out_dir``.
+    ``require_calibrated``: too little data for a held-out calibration fold is a DataError and nothing is
+    saved (its confidences would mean nothing to the policy's thresholds)."""
     from signoff.llm.classifier import TextClassifier
 
     started = time.perf_counter()
     clf = TextClassifier().fit(texts, labels, progress=progress)
+    if require_calibrated and math.isnan(float(clf.metrics.get("accuracy", float("nan")))):
+        raise DataError(f"{len(texts)} labelled examples over {len(set(labels))} labels are too few to hold out a "
+                        "calibration fold (20+ held out, every label in the rest): its confidences would be "
+                        "uncalibrated, so it was not saved and the current model is kept. Give more examples "
+                        "per label")
     path = clf.save(out_dir)
     metrics = clf.metrics
     return TrainReport(
