@@ -214,7 +214,7 @@ def triage(
             if file is not None:
                 items: list[Any] = read_ticket_file(file)
             elif ticket:
-                items = list(ticket)
+                items = list(dict.fromkeys(ticket))  # a ticket named twice runs once
             else:
                 items = untriaged_ticket_ids(rt.reader)
                 if limit:  # the next ones to do, not the first ones again (a run's ticket is a duplicate)

@@ -539,5 +539,11 @@ def test_triage_file_reports_without_odoo_and_refuses_bad_lines(triage_settings:
     latin.write_bytes('{"text": "caf\u00e9"}\n'.encode("latin-1"))
     refused = signoff(triage_settings, "triage", "--file", str(latin), COLUMNS="300")
     assert refused.returncode == 1 and f"{latin} is not UTF-8" in " ".join(refused.stderr.split()), refused.stderr
+    for body, says in (('{"id": 3, "text": 42}', "'text' must be a string"),
+                       ('{"id": 2, "text": "a"}\n{"text": "b"}', "ticket id 2 is also on line 1")):
+        bad = tmp_path / "bad2.jsonl"
+        bad.write_text(body + "\n")
+        refused = signoff(triage_settings, "triage", "--file", str(bad), COLUMNS="300")
+        assert refused.returncode == 1 and says in " ".join(refused.stderr.split()), refused.stderr
     both = signoff(triage_settings, "triage", "--file", str(good), "--ticket", "3")
     assert both.returncode == 2 and "give it alone" in " ".join(both.stderr.split()), both.stderr

@@ -101,6 +101,7 @@ def labelled_history(reader: OdooReader, *, limit: int | None = None) -> tuple[l
 def read_ticket_file(path: Path) -> list[Ticket]:
     """Tickets from a JSONL file: ``{"id", "text"}`` or ``{"id", "subject", "description"}`` per line."""
     tickets: list[Ticket] = []
+    seen: dict[int, int] = {}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -117,10 +118,17 @@ def read_ticket_file(path: Path) -> list[Ticket]:
             subject = rec.get("subject") or rec.get("text")
             if not subject:
                 raise ValueError("needs 'text' or 'subject'")
+            for name in ("text", "subject", "description"):
+                if rec.get(name) is not None and not isinstance(rec[name], str):
+                    raise ValueError(f"'{name}' must be a string, not {type(rec[name]).__name__}")
             given = rec.get("id", n)
             if isinstance(given, bool) or not (isinstance(given, int) or str(given).isdigit()) or int(given) < 1:
                 raise ValueError(f"'id' must be a positive whole number, not {given!r} (or leave it out: the "
                                  "line number is used)")
+            if int(given) in seen:
+                raise ValueError(f"ticket id {int(given)} is also on line {seen[int(given)]} (ids must be unique; "
+                                 "a line without an id gets its line number)")
+            seen[int(given)] = n
             tickets.append(Ticket(
                 id=int(given),
                 db="file", subject=str(subject)[:200],
