@@ -320,6 +320,31 @@ def test_sweep_finishes_a_write_a_killed_cli_left_executing_once_its_claim_is_st
     assert shown["state"] == "executed"
 
 
+def test_writes_that_failed_on_an_unreachable_odoo_are_requeued_by_the_sweep_once_it_answers(
+        start_server: Callable[..., Live], odoo_standin: OdooStandIn) -> None:
+    live = start_server(channel="inbox", settings_update={"executor_max_attempts": 1})
+    tid = new_ticket_ids(live)[0]
+    thread = live.api("POST", "/api/triage", json={"ticket_id": tid}).json()["thread_id"]
+    live.wait_run(thread)
+    pending = live.api("GET", "/api/proposals", params={"thread": thread}).json()["proposals"]
+    odoo_standin.set_fault(down=True, only="write")  # Odoo drops the writes
+    try:
+        for p in pending:
+            live.api("POST", f"/api/proposals/{p['id']}/decision", json={"verdict": "approve", "actor": "cli:lead"})
+        failed = [p for p in live.svc.rt.store.find(thread_id=thread) if p.state == "failed"]
+        assert len(failed) == len(pending) and all((p.error or "").startswith("OdooConnectionError") for p in failed)
+        odoo_standin.set_fault(down=True, only=None)  # all of Odoo down: the sweep leaves them be
+        assert live.api("POST", "/api/sweep").json()["requeued"] == 0
+    finally:
+        odoo_standin.set_fault(down=False, only=None)
+    swept = live.api("POST", "/api/sweep").json()
+    assert swept["requeued"] == len(pending), swept
+    assert {p.state for p in live.svc.rt.store.find(thread_id=thread)} == {"executed"}
+    assert len(ticket_writes(odoo_standin)) == len(pending), "each written exactly once"
+    assert live.api("POST", "/api/sweep").json()["requeued"] == 0
+    assert kinds(live, pending[0]["id"]).count("execution.requeued") == 1
+
+
 def test_hostile_inputs_are_refused_before_any_work(start_server: Callable[..., Live]) -> None:
     import hashlib
     import hmac

@@ -224,13 +224,21 @@ class Executor:
         """Executions interrupted by a crash (``executing`` for longer than the bound, or by a dead process)."""
         return [p for p in self.store.find(states=("executing",)) if self._interrupted(p)]
 
-    def retry(self, proposal_id: str, actor: str) -> Proposal:
-        """Put a failed proposal back for another execution (from the exception queue)."""
+    def retry(self, proposal_id: str, actor: str, *, over_changes: bool = True, reason: str | None = None) -> Proposal:
+        """Put a failed proposal back for another execution (from the exception queue). A person's retry
+        writes over a change made in Odoo since the proposal; the sweep's (``over_changes=False``) does not."""
         back = self.store.transition(proposal_id, ("failed",), state="approved", error=None)
         if back is None:
             raise ExecutionError(f"proposal {proposal_id} is not in the exception queue")
-        self.audit.append("execution.requeued", proposal_id, actor, {}, thread_id=back.thread_id)
-        return self.execute(proposal_id, over_changes=True)
+        self.audit.append("execution.requeued", proposal_id, actor, {"reason": reason} if reason else {},
+                          thread_id=back.thread_id)
+        return self.execute(proposal_id, over_changes=over_changes)
+
+    def outage_failures(self, *, rounds: int) -> list[Proposal]:
+        """Failed proposals whose last error was Odoo being unreachable, with fewer than ``rounds`` rounds of
+        ``max_attempts`` behind them: the sweep requeues them once Odoo answers again."""
+        return [p for p in self.store.find(states=("failed",))
+                if (p.error or "").startswith("OdooConnectionError") and p.attempts < rounds * self.max_attempts]
 
     def cancel(self, proposal_id: str, actor: str, reason: str) -> Proposal:
         """Give up on a failed proposal: it will never be written."""

@@ -35,6 +35,9 @@ TICKET = "helpdesk.ticket"
 #: Audit kinds that mean a run failed (GET /api/runs and /runs report them).
 RUN_FAILED_KINDS = ("run.failed", "run.crashed", "webhook.record_missing")
 
+#: Rounds of the executor's attempts a write that failed on an unreachable Odoo gets from the sweep.
+OUTAGE_ROUNDS = 3
+
 class ServerServices:
     def __init__(self, rt: Runtime, *, slack: SlackApprovalChannel | None = None, workers: int = 4,
                  metrics: Metrics | None = None, record_retry: tuple[int, float] = (5, 0.1)) -> None:
@@ -234,13 +237,14 @@ class ServerServices:
 
     def sweep(self) -> dict[str, int]:
         """Expire overdue proposals (and resume their runs), remind approvers, post what was never posted,
-        finish decided runs that were never resumed, and finish interrupted writes once they are stale
-        (``recovered``; ``waiting``: interrupted writes not stale yet). On one worker at a time: while another worker's
+        finish decided runs that were never resumed, finish interrupted writes once they are stale
+        (``recovered``; ``waiting``: interrupted writes not stale yet), and requeue writes that failed only
+        because Odoo was unreachable, once it answers (``requeued``). On one worker at a time: while another worker's
         sweep runs, this one does nothing and answers ``skipped: 1``."""
         with self._state_db.try_lock("sweep") as mine:
             if not mine:
                 return {"expired": 0, "reminded": 0, "posted": 0, "resumed": 0, "odoo_decided": 0,
-                        "escalated": 0, "recovered": 0, "waiting": 0, "skipped": 1}
+                        "escalated": 0, "recovered": 0, "waiting": 0, "requeued": 0, "skipped": 1}
             return {**self._sweep(), "skipped": 0}
 
     def _sweep(self) -> dict[str, int]:
@@ -297,7 +301,34 @@ class ServerServices:
             counts["recovered"] += sum(p.state in ("executed", "failed") for p in handed)
         # Interrupted writes younger than the stale bound: a later sweep finishes them.
         counts["waiting"] = len(self.rt.runner.waiting_on_stale())
+        counts["requeued"] = self._requeue_after_outage()
         return counts
+
+    def _requeue_after_outage(self) -> int:
+        """Writes that failed only because Odoo was unreachable go back to the executor once Odoo answers
+        again (at most :data:`OUTAGE_ROUNDS` rounds of attempts; a change made in Odoo meanwhile is still
+        refused). What is left stays in the exception queue for a person."""
+        failed = self.rt.executor.outage_failures(rounds=OUTAGE_ROUNDS)
+        if not failed:
+            return 0
+        try:
+            self.rt.reader.search_count("res.users", [])
+        except SignoffError:
+            return 0  # still down: the next sweep tries again
+        done = 0
+        for p in failed:
+            if self.in_flight(p.thread_id):
+                continue
+            try:
+                with self.lock(p.thread_id):
+                    after = self.rt.executor.retry(p.id, "system:sweep", over_changes=False,
+                                                   reason="Odoo answers again after an outage")
+            except SignoffError as exc:
+                log.warning("requeue of %s after the outage failed: %s", p.id, exc)
+                continue
+            done += 1
+            self.refresh(after)
+        return done
 
     # -- health -------------------------------------------------------------------------------------
 
