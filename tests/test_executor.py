@@ -255,11 +255,8 @@ def test_a_retry_from_the_exception_queue_reads_back_first(odoo: InMemoryOdoo) -
     assert writer.writes == 1
 
 
-def test_a_field_changed_since_the_proposal_is_not_written_until_a_human_retries(odoo: InMemoryOdoo) -> None:
-    from signoff.errors import ChangedInOdoo
-
-    writer = FlakyWriter(odoo.writer(), 0)
-    executor, store, audit = make(odoo, writer)
+def proposed_over_current(odoo: InMemoryOdoo, store: InMemoryApprovalStore) -> tuple[Proposal, int, str]:
+    """An approved priority change that recorded the ticket's priority when proposed: (proposal, ticket, that)."""
     tid = a_ticket(odoo)
     before = odoo.read("helpdesk.ticket", [tid], ["priority"])[0]["priority"]
     args = {"priority": "3" if before != "3" else "0"}
@@ -267,6 +264,16 @@ def test_a_field_changed_since_the_proposal_is_not_written_until_a_human_retries
                  action="ticket.set_priority", target_model="helpdesk.ticket", target_id=tid, args=args,
                  current={"priority": before}, approver_group="support-leads", state="approved")
     store.add(p)
+    return p, tid, before
+
+
+def test_a_field_changed_since_the_proposal_is_not_written_until_a_human_retries(odoo: InMemoryOdoo) -> None:
+    from signoff.errors import ChangedInOdoo
+
+    writer = FlakyWriter(odoo.writer(), 0)
+    executor, store, audit = make(odoo, writer)
+    p, tid, before = proposed_over_current(odoo, store)
+    args = p.args
     changed = next(c for c in ("0", "1", "2", "3") if c not in (before, args["priority"]))
     odoo.writer().write("helpdesk.ticket", [tid], {"priority": changed})
     failed = executor.execute(p.id)
@@ -284,14 +291,8 @@ def test_a_field_changed_since_the_proposal_is_not_written_until_a_human_retries
 def test_a_field_someone_already_set_to_the_proposed_value_is_done_without_a_write(odoo: InMemoryOdoo) -> None:
     writer = FlakyWriter(odoo.writer(), 0)
     executor, store, _ = make(odoo, writer)
-    tid = a_ticket(odoo)
-    before = odoo.read("helpdesk.ticket", [tid], ["priority"])[0]["priority"]
-    args = {"priority": "3" if before != "3" else "0"}
-    p = Proposal(id=proposal_id("t", "ticket.set_priority", "helpdesk.ticket", tid, args), thread_id="t",
-                 action="ticket.set_priority", target_model="helpdesk.ticket", target_id=tid, args=args,
-                 current={"priority": before}, approver_group="support-leads", state="approved")
-    store.add(p)
-    odoo.writer().write("helpdesk.ticket", [tid], {"priority": args["priority"]})  # a person did it first
+    p, tid, _before = proposed_over_current(odoo, store)
+    odoo.writer().write("helpdesk.ticket", [tid], {"priority": p.args["priority"]})  # a person did it first
     done = executor.execute(p.id)
     assert done.state == "executed" and done.result and done.result.get("already") is True
     assert writer.writes == 0
