@@ -39,6 +39,7 @@ def _rank(rule: ActionPolicy, group: str) -> int:
 CHANNEL_IDENTITIES = ("slack", "odoo")
 SELF_DECLARED_CHANNELS = ("cli", "api")
 
+
 class Approvals:
     def __init__(self, store: ApprovalStore, audit: AuditLog, policy: Policy) -> None:
         self.store, self.audit, self.policy = store, audit, policy

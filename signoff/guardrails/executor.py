@@ -33,6 +33,10 @@ ACTOR = "system:executor"
 RETRYABLE = (OdooConnectionError, OdooInternalError)
 
 
+def _shown(value: object) -> str:
+    return "(empty)" if value is None else repr(value)
+
+
 class Executor:
     def __init__(
         self,
@@ -160,8 +164,8 @@ class Executor:
             if reader_of is not None and held not in allowed and not self._edited_before(proposal, field, held):
                 raise ChangedInOdoo(
                     f"{proposal.target_model} {proposal.target_id}: this write was chosen for {field} "
-                    f"{' or '.join(repr(a) if a is not None else '(empty)' for a in allowed)}, and the {field} is "
-                    f"now {held!r} (changed in Odoo or by an edit); not written. Retry it to write it anyway "
+                    f"{' or '.join(_shown(a) for a in allowed)}, and the {field} is "
+                    f"now {_shown(held)} (changed in Odoo or by an edit); not written. Retry it to write it anyway "
                     f"(signoff approvals retry), or cancel it")
         read_now = getattr(get_action(proposal.action), "current", None)
         if read_now is None or not proposal.current:
@@ -171,10 +175,9 @@ class Executor:
         if now == proposal.effective_args.get(arg):
             return True
         if now != then:
-            shown = {None: "(empty)"}
             raise ChangedInOdoo(
                 f"{proposal.target_model} {proposal.target_id}: {arg} changed in Odoo since the proposal "
-                f"(it was {shown.get(then, repr(then))}, it is now {shown.get(now, repr(now))}); not written. "
+                f"(it was {_shown(then)}, it is now {_shown(now)}); not written. "
                 f"Retry it to write over the change (signoff approvals retry), or cancel it")
         return False
 

@@ -16,14 +16,19 @@ import socket
 from functools import cache
 
 
-def _start_ticks(pid: int) -> str:
+def _stat(pid: int) -> list[str]:
+    """``/proc/<pid>/stat`` after "pid (comm) ": [state, ppid, ...] (field 3 onwards); [] when unreadable."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
             stat = f.read()
     except OSError:
-        return ""
-    fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": state is field 3, starttime 22
-    return fields[19] if len(fields) > 19 else ""
+        return []
+    return stat[stat.rfind(")") + 2:].split()
+
+
+def _start_ticks(pid: int) -> str:
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else ""  # starttime, field 22
 
 
 @cache
@@ -61,16 +66,7 @@ def owner_gone(owner: str | None) -> bool:
         return True
     except PermissionError:  # alive, another user's
         return False
-    if start and _start_ticks(pid) not in ("", start):
+    fields = _stat(pid)
+    if start and len(fields) > 19 and fields[19] != start:
         return True  # the pid was reused by a newer process
-    return _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    """A killed child its parent has not reaped yet still answers ``kill 0``: it holds nothing."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2:].startswith("Z")
+    return bool(fields) and fields[0] == "Z"  # a killed child its parent has not reaped yet holds nothing

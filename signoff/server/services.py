@@ -38,6 +38,7 @@ RUN_FAILED_KINDS = ("run.failed", "run.crashed", "webhook.record_missing")
 #: Rounds of the executor's attempts a write that failed on an unreachable Odoo gets from the sweep.
 OUTAGE_ROUNDS = 3
 
+
 class ServerServices:
     def __init__(self, rt: Runtime, *, slack: SlackApprovalChannel | None = None, workers: int = 4,
                  metrics: Metrics | None = None, record_retry: tuple[int, float] = (5, 0.1)) -> None:
@@ -311,9 +312,7 @@ class ServerServices:
         failed = self.rt.executor.outage_failures(rounds=OUTAGE_ROUNDS)
         if not failed:
             return 0
-        try:
-            self.rt.reader.search_count("res.users", [])
-        except SignoffError:
+        if self._odoo_problem() is not None:
             return 0  # still down: the next sweep tries again
         done = 0
         for p in failed:
@@ -337,13 +336,17 @@ class ServerServices:
             rows = conn.execute("SELECT state, COUNT(*) FROM proposals GROUP BY state").fetchall()
         return {str(s): int(n) for s, n in rows}
 
-    def readiness(self) -> dict[str, str]:
-        checks: dict[str, str] = {}
+    def _odoo_problem(self) -> SignoffError | None:
+        """None when Odoo answers a read, else why not."""
         try:
             self.rt.reader.search_count("res.users", [])
-            checks["odoo"] = "ok"
         except SignoffError as exc:
-            checks["odoo"] = f"unreachable: {exc}"
+            return exc
+        return None
+
+    def readiness(self) -> dict[str, str]:
+        problem = self._odoo_problem()
+        checks: dict[str, str] = {"odoo": "ok" if problem is None else f"unreachable: {problem}"}
         try:
             with self._state_db.connect(write=True) as conn:
                 conn.execute("SELECT 1")
